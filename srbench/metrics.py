@@ -1,0 +1,325 @@
+"""srbench's metric suite: pyiqa metrics set up the way the SR papers use them, built once, offline-aware.
+
+Settings that differ from pyiqa's defaults, on purpose (research/anchors.md §0 item 2, §(c)):
+
+* ``psnr`` and ``ssim`` are computed on the Y channel of YCbCr ITU-R BT.601 (limited range 16-235, as
+  BasicSR and MATLAB ``rgb2ycbcr``; InvSR, StableSR, SeeSR, OSEDiff), not on pyiqa's defaults (RGB for
+  ``psnr``, YIQ for ``ssim``): pyiqa gets ``test_y_channel=True, color_space='ycbcr'`` and ``crop_border``,
+  and float64 input.  pyiqa's SSIM rounds Y to integers (as MATLAB does on uint8 images) and skips MATLAB's
+  >256-px downsampling, as every paper that used pyiqa did.  ``psnr-rgb`` is RGB PSNR (DM-SR's setting).
+* ``crop_border`` applies to ``psnr``, ``psnr-rgb`` and ``ssim`` only (where SeeSR/OSEDiff use it); every
+  other metric runs at pyiqa's defaults (NIQE: Y of YIQ, no crop; PI: PIRM setting, YCbCr Y, crop 4).
+* ``maniqa`` is pyiqa's default, the KonIQ-10k model; SeeSR and OSEDiff report ``maniqa-pipal``: both exist.
+
+Offline: before a metric is built, the files it needs are looked up (:mod:`srbench.metric_files`).  A
+missing file never reaches pyiqa's downloader: the metric is skipped (``skipped[name]`` names the file, the
+full path to place it at and its URL) or, with ``on_missing="error"``, ``WeightsMissing`` is raised.  NIQE
+falls back on basicsr's copy of the same pristine model when pyiqa's ``niqe_modelparameters.mat`` is absent;
+LPIPS takes its linear layers from the ``lpips`` package, whose files are byte-identical to pyiqa's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from srbench import metric_files
+from srbench.interface import SRBenchError, WeightsMissing
+
+log = logging.getLogger(__name__)
+
+_YCBCR = {"color_space": "ycbcr"}
+# NIQE fits its model on 96x96 blocks (pyiqa fails below one block); PI also crops 4 px per side first
+_MIN_SIDE = {"niqe": 96, "pi": 104}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What an srbench metric name means: the pyiqa metric, its fixed options and its direction."""
+
+    name: str
+    kind: Literal["fr", "nr"]
+    lower_better: bool
+    pyiqa_name: str
+    description: str
+    options: dict[str, Any] = field(default_factory=dict)  # fixed pyiqa kwargs (suite settings are added)
+    pixel: bool = False  # PSNR/SSIM: takes crop_border (and y_channel), gets float64 input
+    score_range: str = ""
+
+
+# Directions are pyiqa's (DEFAULT_CONFIGS[...]["lower_better"]); tests check this table against pyiqa.
+_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("psnr", "fr", False, "psnr", "PSNR on Y of YCbCr BT.601 (16-235)", pixel=True),
+    MetricSpec("psnr-rgb", "fr", False, "psnr", "PSNR on RGB (DM-SR's setting)", pixel=True),
+    MetricSpec(
+        "ssim",
+        "fr",
+        False,
+        "ssim",
+        "SSIM, Gaussian 11/1.5, no downsampling, on Y of YCbCr BT.601 rounded to integers",
+        pixel=True,
+    ),
+    MetricSpec("lpips", "fr", True, "lpips", "LPIPS v0.1, AlexNet (pyiqa 'lpips')"),
+    MetricSpec("lpips-vgg", "fr", True, "lpips-vgg", "LPIPS v0.1, VGG16 (pyiqa 'lpips-vgg')"),
+    MetricSpec("dists", "fr", True, "dists", "DISTS, VGG16"),
+    MetricSpec("topiq_fr", "fr", False, "topiq_fr", "TOPIQ-FR, ResNet50, KADID-10k weights"),
+    MetricSpec(
+        "niqe", "nr", True, "niqe", "NIQE, pyiqa default: Y of YIQ, LIVE pristine model, 96-px blocks"
+    ),
+    MetricSpec(
+        "pi", "nr", True, "pi", "Perceptual Index (10 - NRQM + NIQE)/2, PIRM setting: YCbCr Y, crop 4"
+    ),
+    MetricSpec("brisque", "nr", True, "brisque", "BRISQUE (pyiqa's SVM, Y channel)"),
+    MetricSpec(
+        "clipiqa", "nr", False, "clipiqa", "CLIP-IQA, RN50, pyiqa's 5 prompt pairs (official: 1 pair)"
+    ),
+    MetricSpec("musiq", "nr", False, "musiq", "MUSIQ, KonIQ-10k weights (0-100)"),
+    MetricSpec(
+        "maniqa", "nr", False, "maniqa", "MANIQA, KonIQ-10k weights (pyiqa default; not the PIPAL model)"
+    ),
+    MetricSpec(
+        "maniqa-pipal", "nr", False, "maniqa-pipal", "MANIQA, PIPAL weights (as SeeSR/OSEDiff report)"
+    ),
+    MetricSpec("topiq_nr", "nr", False, "topiq_nr", "TOPIQ-NR, ResNet50, KonIQ-10k weights"),
+    MetricSpec("liqe", "nr", False, "liqe", "LIQE, CLIP ViT-B/32, KonIQ-10k weights (1-5)"),
+    MetricSpec("nima", "nr", False, "nima", "NIMA, InceptionResNetV2, AVA weights (aesthetics, 0-10)"),
+)
+_SPEC_BY_NAME = {s.name: s for s in _SPECS}
+
+
+def metric_specs() -> dict[str, MetricSpec]:
+    """Every metric name srbench knows, with its meaning and direction (no pyiqa import needed)."""
+    return dict(_SPEC_BY_NAME)
+
+
+def lower_better(name: str) -> bool:
+    """Score direction of a metric name (for leaderboards that never build the metric)."""
+    try:
+        return _SPEC_BY_NAME[name].lower_better
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known: {sorted(_SPEC_BY_NAME)}") from None
+
+
+def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.ndim == 3:
+        x = x.unsqueeze(0)
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"{what}: expected (3,H,W) or (1,3,H,W) RGB, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{what}: expected a float tensor in [0,1], got {x.dtype}")
+    return x
+
+
+def _to_float(out: Any) -> float:
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    t = torch.as_tensor(out).detach().reshape(-1)
+    if t.numel() != 1:
+        raise SRBenchError(f"metric returned {t.numel()} values for one image")
+    return float(t[0])
+
+
+class MetricSuite:
+    """A fixed set of metrics, each built once on ``device`` and reused for every image.
+
+    ``available`` lists the metrics that were built; ``skipped`` maps the others to a message naming the
+    missing file, the full path to place it at and its URL; ``notes`` says, per built metric, what it is and
+    which files it read; ``options`` holds the pyiqa kwargs used; ``weights_verified`` is False where a
+    weights file does not match the SHA256 its name promises (a stand-in: not the published metric), True
+    where every file matched, None where some file carries no hash (or no files are needed).
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        device: str | torch.device = "cpu",
+        crop_border: int = 0,
+        y_channel: bool = True,
+        on_missing: Literal["skip", "error"] = "skip",
+        allow_download: bool = False,
+    ) -> None:
+        unknown = [n for n in names if n not in _SPEC_BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(_SPEC_BY_NAME)}")
+        if on_missing not in ("skip", "error"):
+            raise ValueError(f"on_missing must be 'skip' or 'error', got {on_missing!r}")
+        if int(crop_border) < 0:
+            raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+        self.names = list(dict.fromkeys(names))
+        self.device = torch.device(device)
+        self.crop_border = int(crop_border)
+        self.y_channel = bool(y_channel)
+        self.on_missing = on_missing
+        self.allow_download = allow_download
+        self.available: list[str] = []
+        self.skipped: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+        self.options: dict[str, dict[str, Any]] = {}  # pyiqa kwargs actually used, per built metric
+        self.weights_verified: dict[str, bool | None] = {}
+        self.errors: dict[str, str] = {}  # metrics that failed in the last score() call (scored NaN), and why
+        self._metrics: dict[str, torch.nn.Module] = {}
+        self._lower_better: dict[str, bool] = {}  # pyiqa's direction where it differs from the table
+        self.pyiqa_version = ""
+        if self.names:
+            import pyiqa
+
+            self.pyiqa_version = getattr(pyiqa, "__version__", "")
+        for name in self.names:
+            self._build(name)
+
+    # ---- building ----
+    def _pyiqa_options(self, spec: MetricSpec) -> dict[str, Any]:
+        opts = dict(spec.options)
+        if spec.pixel:
+            y = self.y_channel and spec.name != "psnr-rgb"
+            opts.update(test_y_channel=y, crop_border=self.crop_border)
+            if y:
+                opts.update(_YCBCR)
+        return opts
+
+    def _unavailable(self, name: str, message: str) -> None:
+        if self.on_missing == "error":
+            raise WeightsMissing(f"metric '{name}': {message}")
+        log.warning("metric '%s' skipped: %s", name, message)
+        self.skipped[name] = message
+
+    def _build(self, name: str) -> None:
+        spec = _SPEC_BY_NAME[name]
+        opts = self._pyiqa_options(spec)
+        try:
+            files = metric_files.required_files(name)
+        except Exception as e:  # e.g. an optional pyiqa module that fails to import
+            self._unavailable(name, f"cannot resolve its weight files: {type(e).__name__}: {e}")
+            return
+        found = {f.filename: f.locate() for f in files}
+        missing = [f for f in files if found[f.filename] is None]
+        used: list[str] = []
+        checks: list[bool | None] = []
+        if name == "niqe" and missing and not self.allow_download:
+            mat = metric_files.niqe_params_from_basicsr()
+            if mat is None:
+                self._unavailable(
+                    name,
+                    missing[0].problem() + " (basicsr, whose niqe_pris_params.npz can stand in, is absent)",
+                )
+                return
+            opts["pretrained_model_path"] = str(mat)
+            used.append(f"basicsr niqe_pris_params.npz (same MATLAB pristine model) converted to {mat}")
+            missing = []
+        if missing and not self.allow_download:
+            self._unavailable(name, "; ".join(f.problem() for f in missing))
+            return
+        for f in files:
+            path = found[f.filename]
+            if path is None:
+                continue
+            if path != f.path and f.source != "timm":  # an identical copy from another package (lpips)
+                opts["pretrained_model_path"] = str(path)
+            used.append(str(path))
+            checks.append(f.verified(path))
+            if checks[-1] is False:
+                log.warning(
+                    "metric '%s': %s does not match the SHA256 prefix in its name: NOT the published weights",
+                    name,
+                    path,
+                )
+        if name == "niqe" and "pretrained_model_path" in opts:
+            checks.append(None)  # basicsr's parameters carry no hash
+        if any(f.source == "timm" for f in files):
+            from huggingface_hub import constants
+
+            if not constants.HF_HUB_OFFLINE:
+                log.info(
+                    "metric '%s' uses a timm backbone: set HF_HUB_OFFLINE=1 where there is no network", name
+                )
+        try:
+            import pyiqa
+
+            metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
+        except Exception as e:
+            if self.on_missing == "error":
+                raise SRBenchError(
+                    f"metric '{name}': pyiqa could not build it: {type(e).__name__}: {e}"
+                ) from e
+            self._unavailable(name, f"pyiqa could not build it: {type(e).__name__}: {e}")
+            return
+        metric.eval()
+        if bool(metric.lower_better) != spec.lower_better:  # pyiqa changed a direction: trust pyiqa, say so
+            log.warning(
+                "metric '%s': pyiqa says lower_better=%s, srbench's table disagrees",
+                name,
+                metric.lower_better,
+            )
+            self._lower_better[name] = bool(metric.lower_better)
+        self._metrics[name] = metric
+        self.available.append(name)
+        self.options[name] = dict(opts)
+        # False if any file is a stand-in, True if every file matched its hash, None if some cannot be checked
+        self.weights_verified[name] = (
+            False if False in checks else (True if checks and all(c is True for c in checks) else None)
+        )
+        desc = spec.description
+        if spec.pixel:
+            if not opts["test_y_channel"] and name != "psnr-rgb":
+                desc = f"{name.upper()} on RGB (y_channel=False)"
+            desc += f"; crop_border={self.crop_border}"
+        self.notes[name] = desc + (f"; files: {', '.join(used)}" if used else "")
+
+    # ---- scoring ----
+    @torch.inference_mode()
+    def score(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> dict[str, float]:
+        """Scores of one image: every built NR metric, and every FR metric when ``hr`` is given.
+
+        ``sr``/``hr``: (3,H,W) or (1,3,H,W) float RGB in [0,1] (clamped).  NR metrics see the whole SR image.
+        When SR and HR sizes differ, FR metrics compare the common top-left region
+        ``[:min(H), :min(W)]`` of both (as InvSR's metric script does); nothing is resized.
+        A metric that fails on an image (or cannot score one so small) gets NaN, a logged warning and an
+        entry in ``errors``, which describes the latest call only.
+        """
+        sr = _as_batch(sr, "sr").to(self.device).clamp(0.0, 1.0)
+        sr_fr = hr_fr = None
+        if hr is not None:
+            hr = _as_batch(hr, "hr").to(self.device).clamp(0.0, 1.0)
+            h, w = min(sr.shape[-2], hr.shape[-2]), min(sr.shape[-1], hr.shape[-1])
+            sr_fr, hr_fr = sr[..., :h, :w], hr[..., :h, :w]
+        out: dict[str, float] = {}
+        self.errors = {}
+        for name in self.available:
+            spec = _SPEC_BY_NAME[name]
+            if spec.kind == "fr" and hr_fr is None:
+                continue
+            metric = self._metrics[name]
+            side = min((sr_fr if spec.kind == "fr" else sr).shape[-2:])
+            if side < _MIN_SIDE.get(name, 0):
+                self.errors[name] = f"image side {side} px < {_MIN_SIDE[name]} px, the least {name} can score"
+                log.warning("metric '%s' not computed: %s", name, self.errors[name])
+                out[name] = math.nan
+                continue
+            try:
+                if spec.kind == "fr":
+                    a, b = (sr_fr.double(), hr_fr.double()) if spec.pixel else (sr_fr.float(), hr_fr.float())
+                    out[name] = _to_float(metric(a, b))
+                else:
+                    out[name] = _to_float(metric(sr.float()))
+            except Exception as e:
+                log.warning("metric '%s' failed on this image: %s: %s", name, type(e).__name__, e)
+                self.errors[name] = f"{type(e).__name__}: {e}"
+                out[name] = math.nan
+        return out
+
+    # ---- directions and specs ----
+    def lower_better(self, name: str) -> bool:
+        return self._lower_better[name] if name in self._lower_better else lower_better(name)
+
+    @staticmethod
+    def specs() -> dict[str, MetricSpec]:
+        return metric_specs()
+
+    def __repr__(self) -> str:
+        return f"MetricSuite(available={self.available}, skipped={list(self.skipped)}, device={self.device})"

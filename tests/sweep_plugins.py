@@ -1,0 +1,41 @@
+"""Methods for sweep tests, imported in subprocesses through ``plugins=[tests.sweep_plugins]``."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from srbench import SRMethod, WeightsInfo, register_method
+
+
+@register_method("slow_nearest")
+class SlowNearest(SRMethod):
+    """Nearest x4 with a delay per image; appends a line to ``load_log`` at every load()."""
+
+    def __init__(
+        self, delay: float = 0.0, load_log: str | None = None, fail_load: bool = False, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self.delay, self.load_log, self.fail_load = float(delay), load_log, fail_load
+
+    def supported_steps(self) -> list[int]:
+        return [1, 2, 3]
+
+    def load(self, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        if self.fail_load:
+            raise RuntimeError("weights are corrupt (simulated)")
+        if self.load_log:
+            with open(self.load_log, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+        self._mark_loaded(device, dtype)
+
+    def weights_info(self) -> WeightsInfo:
+        return WeightsInfo("none", real=False)
+
+    def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
+        time.sleep(self.delay)
+        return F.interpolate(lr, scale_factor=4, mode="nearest")
