@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning.  With any other load on
+# the CPU, spinning threads made Real-ESRGAN on a 64x64 image take 22.9 s instead of 2.5 s (2 cores).
+# Set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

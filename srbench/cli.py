@@ -4,6 +4,7 @@
 ``srbench leaderboard PATH... [--out D]`` aggregate run summaries into leaderboard.csv / .md
 ``srbench weights list|fetch|where ...``  manage method weights
 ``srbench methods``                       list registered methods
+``srbench train dmsr ...``                 train a method that has a trainer (DM-SR)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from srbench.interface import SRBenchError
 
-SUBCOMMANDS = ("leaderboard", "weights", "methods")
+SUBCOMMANDS = ("leaderboard", "weights", "methods", "train")
 
 
 def conf_dir() -> Path:
@@ -118,12 +119,31 @@ def _weights(argv: list[str]) -> int:
     return weights_cli(argv)
 
 
+def _train(argv: list[str]) -> int:
+    trainers = {"dmsr": "methods.dmsr.train"}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: srbench train METHOD [args...]   (trainers: {', '.join(trainers)})")
+        return 0 if argv else 2
+    if argv[0] not in trainers:
+        print(f"srbench train: no trainer for '{argv[0]}' (trainers: {', '.join(trainers)})", file=sys.stderr)
+        return 2
+    import importlib
+
+    return int(importlib.import_module(trainers[argv[0]]).train_cli(argv[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         cmd, rest = argv[0], argv[1:]
         try:
-            return {"leaderboard": _leaderboard, "weights": _weights, "methods": _methods}[cmd](rest)
+            handlers = {
+                "leaderboard": _leaderboard,
+                "weights": _weights,
+                "methods": _methods,
+                "train": _train,
+            }
+            return handlers[cmd](rest)
         except SRBenchError as exc:
             print(f"srbench {cmd}: {exc}", file=sys.stderr)
             return 1

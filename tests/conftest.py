@@ -19,14 +19,17 @@ os.environ.update(
         "HF_HOME": str(_SESSION_CACHE / "hf"),
         "SRBENCH_CACHE": str(_SESSION_CACHE / "srbench"),
         "SRBENCH_DATA": str(_SESSION_CACHE / "srbench-data"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        # idle OpenMP threads must not spin: on 2 shared cores spinning slowed UNet calls ~100x
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
 )
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# one thread: the test models are tiny, and on 2 shared cores a second thread made them 10-100x slower
+torch.set_num_threads(1)
 
 #: where tests leave images worth looking at (side-by-side SR crops); kept after the session
 ARTIFACTS = Path(

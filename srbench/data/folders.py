@@ -97,7 +97,7 @@ def demo_dataset(name: str = "demo", *, root: str | Path | None = None, seed: in
 
     root = build_demo(Path(root) if root else data_dir() / "demo", seed=seed)
     ds = paired_folder(name, root / "LR", root / "HR")
-    ds.meta["source"] = "scikit-image bundled photos, degraded by srbench.data.demo"
+    ds.meta["source"] = "photos bundled in scikit-image and matplotlib, degraded by srbench.data.demo"
     return ds
 
 

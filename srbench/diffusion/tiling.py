@@ -1,0 +1,203 @@
+"""Overlapping tiles with Gaussian blending, in image space or latent space.
+
+- :func:`tile_starts` / :func:`tile_grid`: start offsets along an axis with a stride; a start that
+  would run past the end is clamped to ``length - tile`` and duplicates are dropped, so the last
+  tile is flush with the border.  This is InvSR's ``ImageSpliterTh.extract_starts`` and gives the
+  same grid as StableSR's aggregation sampling (App. B, "dynamically adjusted overlap").
+- Tile weights: :func:`gaussian_weights_cv2` (InvSR chopping: separable ``cv2.getGaussianKernel``
+  with OpenCV's default sigma) and :func:`gaussian_weights_mixture` (StableSR aggregation sampling,
+  from mixture-of-diffusers: variance 0.01 of the tile size, x centred at (W-1)/2, y at H/2).
+- :class:`TileAccumulator`: sum of ``w * tile`` and of ``w`` into a canvas, then their ratio.
+- :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
+  outputs.  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
+  the latent (scale 1) to fuse noise predictions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+WeightFn = Callable[..., torch.Tensor]
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` with step ``stride`` covering ``[0, length)``."""
+    if tile <= 0 or stride <= 0:
+        raise ValueError(f"tile ({tile}) and stride ({stride}) must be positive")
+    if stride > tile:
+        raise ValueError(f"stride {stride} > tile {tile} leaves gaps")
+    if length <= tile:
+        return [0]
+    starts: list[int] = []
+    for s in range(0, length, stride):
+        s = min(s, length - tile)
+        if s not in starts:
+            starts.append(s)
+    return starts
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """A tile in input coordinates (``top, left, height, width``)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def slices(self, scale: int = 1) -> tuple[slice, slice]:
+        return (
+            slice(self.top * scale, (self.top + self.height) * scale),
+            slice(self.left * scale, (self.left + self.width) * scale),
+        )
+
+
+def tile_grid(
+    height: int, width: int, tile: int | tuple[int, int], stride: int | tuple[int, int]
+) -> list[TileBox]:
+    """Tiles covering a ``height x width`` plane, row-major (as InvSR and StableSR iterate them).
+    A side no longer than the tile gets one tile of the side's own length."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    boxes = []
+    for top in tile_starts(height, th, sh):
+        for left in tile_starts(width, tw, sw):
+            boxes.append(TileBox(top, left, min(th, height), min(tw, width)))
+    return boxes
+
+
+def _gaussian_kernel_1d_cv2(size: int, dtype: torch.dtype, device: torch.device | str | None) -> torch.Tensor:
+    # cv2.getGaussianKernel(k, sigma) with OpenCV's default sigma for k: exp(-(i-(k-1)/2)^2 / (2 sigma^2)),
+    # normalised to sum 1. InvSR (ImageSpliterTh.generate_kernel_1d) takes k+1 taps for an even size
+    # and drops the first, keeping its sigma 0.3*((size-1)/2 - 1) + 0.8 computed from ``size``.
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8
+    k = size + 1 if size % 2 == 0 else size
+    x = torch.arange(k, dtype=torch.float64) - (k - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    if size % 2 == 0:
+        g = g[1:]
+    return g.to(dtype=dtype, device=device)
+
+
+def gaussian_weights_cv2(
+    height: int,
+    width: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """InvSR's chopping weights ``(height, width)``: outer product of two OpenCV Gaussian kernels."""
+    kh = _gaussian_kernel_1d_cv2(height, torch.float64, device)
+    kw = _gaussian_kernel_1d_cv2(width, torch.float64, device)
+    return torch.outer(kh, kw).to(dtype)
+
+
+def gaussian_weights_mixture(
+    height: int,
+    width: int,
+    *,
+    var: float = 0.01,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """StableSR's tile weights ``(height, width)`` (``ddpm.py _gaussian_weights``, from
+    mixture-of-diffusers): ``exp(-(x-mx)^2 / W^2 / (2 var)) / sqrt(2 pi var)`` per axis with
+    ``mx = (W-1)/2`` for x but ``my = H/2`` for y (an inherited quirk, kept)."""
+    x = torch.arange(width, dtype=torch.float64)
+    y = torch.arange(height, dtype=torch.float64)
+    norm = math.sqrt(2 * math.pi * var)
+    px = torch.exp(-((x - (width - 1) / 2) ** 2) / (width * width) / (2 * var)) / norm
+    py = torch.exp(-((y - height / 2) ** 2) / (height * height) / (2 * var)) / norm
+    return torch.outer(py, px).to(dtype=dtype, device=device)
+
+
+def uniform_weights(
+    height: int, width: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+) -> torch.Tensor:
+    return torch.ones(height, width, dtype=dtype, device=device)
+
+
+class TileAccumulator:
+    """Weighted average of overlapping tiles on a ``(B,C,H,W)`` canvas."""
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if len(shape) != 4:
+            raise ValueError(f"canvas shape must be (B,C,H,W), got {tuple(shape)}")
+        self.value = torch.zeros(tuple(shape), dtype=dtype, device=device)
+        self.weight = torch.zeros((1, 1, *shape[2:]), dtype=dtype, device=device)
+
+    def add(self, tile: torch.Tensor, top: int, left: int, weight: torch.Tensor) -> None:
+        """Add ``weight * tile`` at ``(top, left)``; ``weight`` is ``(h, w)`` for a tile ``(B,C,h,w)``."""
+        h, w = tile.shape[-2:]
+        if tuple(weight.shape) != (h, w):
+            raise ValueError(f"weight {tuple(weight.shape)} does not match tile {(h, w)}")
+        wt = weight.to(self.value.dtype)
+        self.value[:, :, top : top + h, left : left + w] += tile.to(self.value.dtype) * wt
+        self.weight[:, :, top : top + h, left : left + w] += wt
+
+    def result(self) -> torch.Tensor:
+        if not bool((self.weight > 0).all()):
+            raise RuntimeError("tiles do not cover the whole canvas (a pixel has zero total weight)")
+        return self.value / self.weight
+
+
+def tiled_map(
+    x: torch.Tensor,
+    fn: Callable[[torch.Tensor, list[TileBox]], torch.Tensor],
+    *,
+    tile: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    scale: int = 1,
+    weight_fn: WeightFn = gaussian_weights_cv2,
+    tiles_per_batch: int = 1,
+    accumulate_dtype: torch.dtype = torch.float64,
+    out_channels: int | None = None,
+) -> torch.Tensor:
+    """Apply ``fn`` to overlapping tiles of ``x`` ``(B,C,H,W)`` and blend the results.
+
+    ``fn(tiles, boxes)`` gets up to ``tiles_per_batch`` tiles stacked on the batch axis, tile-major
+    (``[tile0 of every image, tile1 of every image, ...]``, as InvSR's ``ImageSpliterTh`` does), and
+    their boxes in ``x``'s coordinates (to crop other aligned inputs); it returns outputs of size
+    ``scale`` times the tile, in the same order.  Outputs are weighted with ``weight_fn(h, w)`` of the
+    output tile size and averaged in ``accumulate_dtype``; the result has that dtype.  When one tile
+    covers ``x`` the result is exactly ``fn(x)`` (no weighting round-off).
+    """
+    if tiles_per_batch < 1:
+        raise ValueError("tiles_per_batch must be >= 1")
+    b, _, h, w = x.shape
+    boxes = tile_grid(h, w, tile, stride)
+    if len(boxes) == 1:  # one tile covering everything: no blending, exactly fn(x)
+        return fn(x, boxes).to(accumulate_dtype)
+    acc: TileAccumulator | None = None
+    for i in range(0, len(boxes), tiles_per_batch):
+        group = boxes[i : i + tiles_per_batch]
+        batch = torch.cat([x[:, :, box.slices()[0], box.slices()[1]] for box in group], dim=0)
+        out = fn(batch, group)
+        expected = (len(group) * b, group[0].height * scale, group[0].width * scale)
+        if out.shape[0] != expected[0] or tuple(out.shape[-2:]) != expected[1:]:
+            raise RuntimeError(
+                f"tile function returned {tuple(out.shape)}, expected (N,C,H,W) with {expected}"
+            )
+        if acc is None:
+            acc = TileAccumulator(
+                (b, out_channels or out.shape[1], h * scale, w * scale),
+                dtype=accumulate_dtype,
+                device=out.device,
+            )
+        for j, box in enumerate(group):
+            piece = out[j * b : (j + 1) * b]
+            wt = weight_fn(piece.shape[-2], piece.shape[-1], dtype=accumulate_dtype, device=out.device)
+            acc.add(piece, box.top * scale, box.left * scale, wt)
+    assert acc is not None
+    return acc.result()
