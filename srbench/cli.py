@@ -5,6 +5,8 @@
 ``srbench weights list|fetch|where ...``  manage method weights
 ``srbench methods``                       list registered methods
 ``srbench train dmsr ...``                 train a method that has a trainer (DM-SR)
+``srbench data list|fetch|verify|prepare`` the test sets (manifests in datasets/)
+``srbench compare RUN_DIR...``             a run's numbers beside the paper's, same protocol only
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from srbench.interface import SRBenchError
 
-SUBCOMMANDS = ("leaderboard", "weights", "methods", "train")
+SUBCOMMANDS = ("leaderboard", "weights", "methods", "train", "data", "compare")
 
 
 def conf_dir() -> Path:
@@ -119,6 +121,18 @@ def _weights(argv: list[str]) -> int:
     return weights_cli(argv)
 
 
+def _data(argv: list[str]) -> int:
+    from srbench.data.cli import data_cli
+
+    return data_cli(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from srbench.reference.compare import compare_cli
+
+    return compare_cli(argv)
+
+
 def _train(argv: list[str]) -> int:
     trainers = {"dmsr": "methods.dmsr.train"}
     if not argv or argv[0] in ("-h", "--help"):
@@ -142,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 "weights": _weights,
                 "methods": _methods,
                 "train": _train,
+                "data": _data,
+                "compare": _compare,
             }
             return handlers[cmd](rest)
         except SRBenchError as exc:

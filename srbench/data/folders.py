@@ -102,7 +102,7 @@ def demo_dataset(name: str = "demo", *, root: str | Path | None = None, seed: in
 
 
 def build_dataset(cfg: Mapping[str, Any]) -> SRDataset:
-    """Build a dataset from its config (``conf/dataset/*.yaml``): ``kind`` is demo | paired | lr_only."""
+    """Build a dataset from ``conf/dataset/*.yaml``: ``kind`` is demo | paired | lr_only | manifest."""
     kind = cfg.get("kind")
     name = cfg.get("name") or kind
     scale = int(cfg.get("scale", 4))
@@ -119,8 +119,14 @@ def build_dataset(cfg: Mapping[str, Any]) -> SRDataset:
         )
     elif kind == "lr_only":
         ds = lr_only_folder(name, _need(cfg, "lr_dir"), scale=scale)
+    elif kind == "manifest":  # a named test set installed by `srbench data fetch NAME`
+        from srbench.data.manifest import dataset_from_config
+
+        ds = dataset_from_config(cfg)
     else:
-        raise DatasetError(f"dataset '{name}': unknown kind '{kind}' (expected demo, paired or lr_only)")
+        raise DatasetError(
+            f"dataset '{name}': unknown kind '{kind}' (expected demo, paired, lr_only or manifest)"
+        )
     limit = cfg.get("limit")
     if limit:
         ds.samples = ds.samples[: int(limit)]
