@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 import methods.dmsr.method  # noqa: F401  (registers "dmsr")
 from methods.dmsr.checkpoint import PAPER_PROMPT, load_checkpoint
-from methods.dmsr.method import reflect_pad_to
 from methods.dmsr.pipeline import DMSRPipeline, add_noise, multistep_timesteps, x0_from_eps
 from methods.dmsr.testing import make_tiny_dmsr, save_tiny_dmsr
 from srbench.diffusion.schedules import scaled_linear_alphas_cumprod
+from srbench.diffusion.tiling import reflect_pad_to
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.registry import create_method
 from srbench.timing import StageTimer

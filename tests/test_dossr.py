@@ -31,10 +31,11 @@ from methods.dossr.convert import (
     unet_to_ldm,
     vae_to_ldm,
 )
-from methods.dossr.network import CondEncoder, DoSSRDenoiser, build_lacontrolnet, build_rrdbnet, empty_init
+from methods.dossr.network import CondEncoder, DoSSRDenoiser, build_lacontrolnet, empty_init
 from methods.dossr.preprocess import pad_to_multiple
 from methods.dossr.testing import TinyDoSSR, save_tiny_dossr
 from srbench import create_method
+from srbench.archs.rrdbnet import build_rrdbnet
 from srbench.interface import SRBenchError, UnsupportedSteps, WeightsMissing
 from srbench.timing import StageTimer
 

@@ -16,7 +16,6 @@ import methods.realesrgan  # noqa: F401  (registers "realesrgan")
 from methods.bicubic import Bicubic
 from methods.realesrgan import convert
 from methods.realesrgan.convert import (
-    build_rrdbnet,
     convert_wheel_model,
     ncnn_to_rrdbnet,
     rrdbnet_to_ncnn,
@@ -24,6 +23,7 @@ from methods.realesrgan.convert import (
 )
 from methods.realesrgan.ncnn import NcnnFormatError, read_model, run_graph, write_model
 from srbench import SRMethod, UnsupportedSteps, create_method
+from srbench.archs.rrdbnet import build_rrdbnet
 from srbench.data.demo import centre_crop, degrade, load_photo
 from srbench.interface import SRBenchError, WeightsMissing
 

@@ -10,11 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from methods.stablesr.cfw import CFWAutoencoder
-from methods.stablesr.convert import (
-    convert_cfw_checkpoint,
-    convert_stablesr_checkpoint,
-    load_lightning_checkpoint,
-)
+from methods.stablesr.convert import convert_cfw_checkpoint, convert_stablesr_checkpoint
 from methods.stablesr.encoder import EncoderConfig, TimeAwareEncoder
 from methods.stablesr.sft import SFTUNet
 from methods.stablesr.testing import (
@@ -24,8 +20,9 @@ from methods.stablesr.testing import (
     tiny_cfw,
     tiny_sft_unet,
     tiny_vae,
-    write_lightning_checkpoint,
 )
+from srbench.diffusion.checkpoints import load_lightning_checkpoint
+from srbench.testing.lightning import write_lightning_checkpoint
 
 
 def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:

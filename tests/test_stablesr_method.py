@@ -113,8 +113,8 @@ def test_default_weights_are_resolved_through_the_manifest(tiny: TinyStableSR) -
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tiny: TinyStableSR, tmp_path: Path) -> None:
-    from methods.stablesr.convert import load_lightning_checkpoint
-    from methods.stablesr.testing import write_lightning_checkpoint
+    from srbench.diffusion.checkpoints import load_lightning_checkpoint
+    from srbench.testing.lightning import write_lightning_checkpoint
 
     state, _ = load_lightning_checkpoint(tiny.ckpt)
     state = {k: v for k, v in state.items() if "middle_block.2.spade" not in k}  # one SFT layer short

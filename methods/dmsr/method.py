@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from srbench.diffusion.tiling import reflect_pad_to
 from srbench.interface import SRBenchError, SRMethod, WeightsInfo, WeightsMissing
 from srbench.registry import register_method
 
@@ -32,32 +32,6 @@ NO_WEIGHTS = (
     "`srbench train dmsr` (or `python -m methods.dmsr.train`, see methods/dmsr/README.md) and set "
     "method.checkpoint=<its directory>"
 )
-
-
-def reflect_pad_to(
-    x: torch.Tensor, min_size: int, multiple: int
-) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Reflect-pad (B,C,H,W) so both sides are ≥ ``min_size`` (centred, repeated while the image is smaller
-    than the pad) and then a multiple of ``multiple`` (bottom/right).  Returns the padded tensor and
-    (top, bottom, left, right) in input pixels."""
-    top = bottom = left = right = 0
-    while x.shape[-2] < min_size or x.shape[-1] < min_size:
-        h, w = x.shape[-2:]
-        ph, pw = max(0, min(min_size - h, h - 1)), max(0, min(min_size - w, w - 1))
-        if ph == 0 and pw == 0:  # 1-px side: reflection impossible, replicate instead
-            x = F.pad(x, (0, max(0, min_size - w), 0, max(0, min_size - h)), mode="replicate")
-            bottom, right = bottom + max(0, min_size - h), right + max(0, min_size - w)
-            continue
-        t, le = ph // 2, pw // 2
-        x = F.pad(x, (le, pw - le, t, ph - t), mode="reflect")
-        top, bottom, left, right = top + t, bottom + ph - t, left + le, right + pw - le
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-        bottom, right = bottom + ph, right + pw
-    return x, (top, bottom, left, right)
 
 
 @register_method("dmsr")

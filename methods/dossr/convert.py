@@ -23,8 +23,8 @@ The OpenCLIP tower's last block is dropped first: DoSSR (like SD 2) reads the pe
 function for it); tests use them to write tiny checkpoints in the official layout.
 
 Loading: ``torch.load(weights_only=True)`` (memory-mapped for zip files).  A full Lightning checkpoint
-whose pickle names Lightning classes is read by StableSR's restricted unpickler
-(``methods.stablesr.convert.load_lightning_checkpoint``), which never imports or runs them.
+whose pickle names Lightning classes is read by the shared restricted unpickler
+(``srbench.diffusion.checkpoints.load_lightning_checkpoint``), which never imports or runs them.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from srbench.diffusion.ldm_keys import unet_key_to_ldm, up_blocks_with_attention, vae_to_ldm_keys
 from srbench.interface import SRBenchError, WeightsMissing
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def load_official_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         ckpt: Any = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError:  # a raw Lightning file (callbacks keyed by classes, hparams)
-        from methods.stablesr.convert import load_lightning_checkpoint
+        from srbench.diffusion.checkpoints import load_lightning_checkpoint
 
         state, _ = load_lightning_checkpoint(path)
         ckpt = {"state_dict": state}
@@ -231,66 +232,22 @@ def convert_official_checkpoint(
 # ---------------------------------------------------------------------------------------------------
 # diffusers → official (the inverse; used to write official-layout checkpoints)
 # ---------------------------------------------------------------------------------------------------
-_RESNET_TO_LDM = (
-    ("norm1", "in_layers.0"),
-    ("conv1", "in_layers.2"),
-    ("time_emb_proj", "emb_layers.1"),
-    ("norm2", "out_layers.0"),
-    ("conv2", "out_layers.3"),
-    ("conv_shortcut", "skip_connection"),
-)
-_TOP_TO_LDM = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-
-
-def _resnet_to_ldm(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    return dict(_RESNET_TO_LDM)[head] + "." + tail
-
-
-def _unet_key_to_ldm(key: str, layers_per_block: int, up_has_attention: Mapping[int, bool]) -> str:
-    per = layers_per_block + 1  # ldm input blocks per level: resnets (+ attention) and a downsampler
-    if m := re.match(r"(time_embedding\.linear_[12]|conv_in|conv_norm_out|conv_out)\.(.*)", key):
-        return f"{_TOP_TO_LDM[m.group(1)]}.{m.group(2)}"
-    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-        return f"input_blocks.{1 + int(m.group(1)) * per + int(m.group(2))}.0.{_resnet_to_ldm(m.group(3))}"
-    if m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-        return f"input_blocks.{1 + int(m.group(1)) * per + int(m.group(2))}.1.{m.group(3)}"
-    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
-        return f"input_blocks.{(int(m.group(1)) + 1) * per}.0.op.{m.group(2)}"
-    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
-        return f"middle_block.{2 * int(m.group(1))}.{_resnet_to_ldm(m.group(2))}"
-    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
-        return f"middle_block.1.{m.group(1)}"
-    up_per = layers_per_block + 1  # ldm output blocks per level
-    if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-        return f"output_blocks.{int(m.group(1)) * up_per + int(m.group(2))}.0.{_resnet_to_ldm(m.group(3))}"
-    if m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
-        return f"output_blocks.{int(m.group(1)) * up_per + int(m.group(2))}.1.{m.group(3)}"
-    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
-        b = int(m.group(1))
-        slot = 2 if up_has_attention[b] else 1
-        return f"output_blocks.{b * up_per + layers_per_block}.{slot}.conv.{m.group(2)}"
+def _unet_key_to_ldm(key: str, layers_per_block: int, up_has_attention: Collection[int]) -> str:
     if m := re.match(r"controlnet_down_blocks\.(\d+)\.(.*)", key):
         return f"zero_convs.{m.group(1)}.0.{m.group(2)}"
     if m := re.match(r"controlnet_mid_block\.(.*)", key):
         return f"middle_block_out.0.{m.group(1)}"
-    raise SRBenchError(f"dossr: no ldm name for UNet/ControlNet key '{key}'")
+    name = unet_key_to_ldm(key, layers_per_block, up_has_attention)
+    if name is None:
+        raise SRBenchError(f"dossr: no ldm name for UNet/ControlNet key '{key}'")
+    return name
 
 
 def unet_to_ldm(
     state: Mapping[str, torch.Tensor], layers_per_block: int, prefix: str = UNET_KEY
 ) -> dict[str, torch.Tensor]:
     """diffusers UNet2DConditionModel / ControlNetModel keys → ldm ``UNetModel`` / ``ControlNet`` keys."""
-    up_attn: dict[int, bool] = {}
-    for k in state:
-        if m := re.match(r"up_blocks\.(\d+)\.", k):
-            up_attn[int(m.group(1))] = up_attn.get(int(m.group(1)), False) or ".attentions." in k
+    up_attn = up_blocks_with_attention(state)
     return {prefix + _unet_key_to_ldm(k, layers_per_block, up_attn): v for k, v in state.items()}
 
 
@@ -302,48 +259,12 @@ def controlnet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) 
     )
 
 
-_VAE_ATTN_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-
-
-def _nin(rest: str) -> str:
-    return rest.replace("conv_shortcut", "nin_shortcut")
-
-
-def _vae_key_to_ldm(key: str, num_up: int) -> str:
-    if m := re.match(r"(encoder|decoder)\.conv_norm_out\.(.*)", key):
-        return f"{m.group(1)}.norm_out.{m.group(2)}"
-    if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-        return f"encoder.down.{m.group(1)}.block.{m.group(2)}.{_nin(m.group(3))}"
-    if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
-        return f"encoder.down.{m.group(1)}.downsample.conv.{m.group(2)}"
-    if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
-        i = num_up - 1 - int(m.group(1))
-        return f"decoder.up.{i}.block.{m.group(2)}.{_nin(m.group(3))}"
-    if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
-        return f"decoder.up.{num_up - 1 - int(m.group(1))}.upsample.conv.{m.group(2)}"
-    if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
-        return f"{m.group(1)}.mid.block_{int(m.group(2)) + 1}.{_nin(m.group(3))}"
-    if m := re.match(
-        r"(encoder|decoder)\.mid_block\.attentions\.0\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(.*)", key
-    ):
-        return f"{m.group(1)}.mid.attn_1.{_VAE_ATTN_TO_LDM[m.group(2)]}.{m.group(3)}"
-    if re.match(r"(encoder|decoder)\.(conv_in|conv_out)\.|(post_)?quant_conv\.", key):
-        return key
-    raise SRBenchError(f"dossr: no ldm name for VAE key '{key}'")
-
-
 def vae_to_ldm(state: Mapping[str, torch.Tensor], prefix: str = VAE_KEY) -> dict[str, torch.Tensor]:
     """diffusers AutoencoderKL (or its encoder + quant_conv) keys → ldm ``AutoencoderKL`` keys; the
     mid-block attention's linear q/k/v/proj weights become 1x1 convs as in ldm."""
     ups = {int(m.group(1)) for k in state if (m := re.match(r"decoder\.up_blocks\.(\d+)\.", k))}
     num_up = max(ups) + 1 if ups else 0
-    out = {}
-    for k, v in state.items():
-        name = _vae_key_to_ldm(k, num_up)
-        if ".mid.attn_1." in name and name.endswith("weight") and v.ndim == 2:
-            v = v[:, :, None, None]
-        out[prefix + name] = v
-    return out
+    return {prefix + k: v for k, v in vae_to_ldm_keys(state, num_up, SRBenchError, "dossr: ").items()}
 
 
 _CLIP_TO_OPENCLIP = (

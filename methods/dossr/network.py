@@ -152,10 +152,3 @@ class DoSSRDenoiser(nn.Module):
             mid_block_additional_residual=mid,
             return_dict=False,
         )[0]
-
-
-def build_rrdbnet(arch: Mapping[str, int]) -> nn.Module:
-    """basicsr's RRDBNet (the official ``esrgan/RRDBNet_arch.py`` has the same modules and key names)."""
-    from basicsr.archs.rrdbnet_arch import RRDBNet
-
-    return RRDBNet(**dict(arch))

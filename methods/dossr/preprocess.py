@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from methods.dossr.network import build_rrdbnet, load_weights
+from methods.dossr.network import load_weights
+from srbench.archs.rrdbnet import build_rrdbnet, infer_rrdbnet_arch, load_rrdbnet_checkpoint
+from srbench.diffusion.tiling import pad_bottom_right_to_multiple
 
 #: LR sides must be multiples of this: HR = 4 LR, latent = HR / 8, and the SD UNet halves it 3 times
 LR_MULTIPLE = 16
@@ -28,8 +29,6 @@ LR_MULTIPLE = 16
 
 def rrdbnet_from_state(state: Mapping[str, torch.Tensor], what: str = "preprocess_model") -> nn.Module:
     """An RRDBNet shaped by ``state`` (basicsr keys) with those weights."""
-    from methods.realesrgan.convert import infer_rrdbnet_arch
-
     arch = infer_rrdbnet_arch(dict(state))
     if arch["scale"] != 4:
         raise ValueError(f"dossr: the pre-restoration RRDBNet must be x4, got x{arch['scale']}")
@@ -38,9 +37,7 @@ def rrdbnet_from_state(state: Mapping[str, torch.Tensor], what: str = "preproces
 
 def load_rrdbnet_file(path: str | Path) -> nn.Module:
     """An RRDBNet from an official basicsr ``.pth`` (e.g. RealESRNet_x4plus.pth), loaded weights-only."""
-    from methods.realesrgan.convert import load_checkpoint
-
-    state, _ = load_checkpoint(path)
+    state, _ = load_rrdbnet_checkpoint(path)
     return rrdbnet_from_state(state, str(path))
 
 
@@ -49,11 +46,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = LR_MULTIPLE) -> tuple[torch
     reflect); returns the padded tensor and the original (h, w).  No-op for conforming sizes, where
     the official code runs unpadded (it has no padding: other sizes crash there)."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+    return pad_bottom_right_to_multiple(x, multiple)[0], (h, w)
 
 
 def pre_restore(net: nn.Module, lr: torch.Tensor) -> torch.Tensor:

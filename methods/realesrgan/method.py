@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from methods.realesrgan.convert import build_rrdbnet, convert_wheel_model, load_checkpoint, wheel_model_files
+from methods.realesrgan.convert import convert_wheel_model, wheel_model_files
+from srbench.archs.rrdbnet import build_rrdbnet, load_rrdbnet_checkpoint
 from srbench.interface import SRBenchError, SRMethod, WeightsInfo
 from srbench.registry import register_method
 
@@ -63,7 +64,7 @@ class RealESRGAN(SRMethod):
                 real=True,
                 detail=f"ncnn fp16 weights converted losslessly to basicsr RRDBNet; cache {path}",
             )
-        state_dict, arch = load_checkpoint(path)
+        state_dict, arch = load_rrdbnet_checkpoint(path)
         net = build_rrdbnet(arch)
         net.load_state_dict(state_dict, strict=True)
         self.scale = arch["scale"]

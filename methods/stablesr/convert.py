@@ -9,11 +9,8 @@ The official files are PyTorch-Lightning pickles (``{"state_dict", "global_step"
 * ``vqgan_cfw_00011.ckpt``: ``encoder.*``/``decoder.*``/``quant_conv``/``post_quant_conv`` (ldm VAE names)
   plus ``decoder.fusion_layer_{1,2}.*`` (CFW) and ``loss.*`` (training losses, dropped).
 
-They are read without importing pytorch_lightning by :func:`load_lightning_checkpoint`: a restricted
-unpickler that resolves only torch's own weights-only allow-list (tensor rebuild functions, storages,
-dtypes, ``OrderedDict``) and a few numpy reconstructors, and turns classes of training frameworks
-(Lightning callbacks, omegaconf nodes, argparse namespaces) into inert stand-ins; any other global is
-refused with an error naming it, so no code from the file can run.
+They are read without importing pytorch_lightning by the shared restricted unpickler
+:func:`srbench.diffusion.checkpoints.load_lightning_checkpoint`, so no code from the file can run.
 
 ldm → diffusers key mapping: the UNet and VAE go through diffusers' own single-file converters
 (``diffusers.loaders.single_file_utils.convert_ldm_unet_checkpoint`` / ``convert_ldm_vae_checkpoint``).
@@ -27,18 +24,11 @@ checkpoints in the official format (tests write tiny ones with them).
 
 from __future__ import annotations
 
-import _compat_pickle
-import importlib
-import pickle
 import re
-import types
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from diffusers.loaders.single_file_utils import (
-    DIFFUSERS_TO_LDM_MAPPING,
     LDM_UNET_KEY,
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
@@ -46,124 +36,15 @@ from diffusers.loaders.single_file_utils import (
 
 from methods.stablesr.encoder import EncoderConfig
 from methods.stablesr.sft import sft_key
+from srbench.diffusion.ldm_keys import (
+    RESNET_DIFFUSERS_TO_LDM,
+    unet_key_to_ldm,
+    up_blocks_with_attention,
+    vae_to_ldm_keys,
+)
 
 ENCODER_KEY = "structcond_stage_model."
 VAE_KEY = "first_stage_model."
-
-# ---------------------------------------------------------------------------------------------------
-# Safe loading of Lightning pickles
-# ---------------------------------------------------------------------------------------------------
-
-#: module prefixes whose classes are replaced by inert stand-ins (never imported, never called)
-_INERT_PREFIXES = (
-    "pytorch_lightning.",
-    "lightning.",
-    "lightning_fabric.",
-    "omegaconf.",
-    "argparse.Namespace",
-    "__main__.",  # callbacks defined in a training script (ldm's main.py)
-    "main.",
-)
-_NUMPY_ALLOWED = {
-    "numpy.core.multiarray.scalar",
-    "numpy._core.multiarray.scalar",
-    "numpy.core.multiarray._reconstruct",
-    "numpy._core.multiarray._reconstruct",
-    "numpy.dtype",
-    "numpy.ndarray",
-}
-
-
-def _torch_allowed_globals() -> dict[str, Any]:
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        return dict(_get_allowed_globals())
-    except (ImportError, AttributeError):  # pragma: no cover - older/newer torch: a minimal list
-        import collections
-
-        return {
-            "collections.OrderedDict": collections.OrderedDict,
-            "torch._utils._rebuild_tensor_v2": torch._utils._rebuild_tensor_v2,
-            "torch._utils._rebuild_parameter": torch._utils._rebuild_parameter,
-            "torch.Size": torch.Size,
-        }
-
-
-class _Inert:
-    """Stand-in for a training-framework class found in a checkpoint; keeps its pickled state only."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs = args, kwargs
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-_STUBS: dict[str, type] = {}
-
-
-def _stub(full_name: str) -> type:
-    if full_name not in _STUBS:
-        module, _, name = full_name.rpartition(".")
-        _STUBS[full_name] = type(name, (_Inert,), {"__module__": f"srbench_stub.{module}"})
-    return _STUBS[full_name]
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    _allowed = _torch_allowed_globals()
-
-    def find_class(self, module: str, name: str) -> Any:
-        # protocol-2 pickles use Python-2 names (``__builtin__``); map them as pickle's fix_imports does
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        full = f"{module}.{name}"
-        if full in self._allowed:
-            return self._allowed[full]
-        if full in _NUMPY_ALLOWED:
-            return getattr(importlib.import_module(module), name)
-        if any(full.startswith(p) for p in _INERT_PREFIXES):
-            return _stub(full)
-        raise pickle.UnpicklingError(
-            f"refusing to load global '{full}' from a checkpoint (only tensors, containers and inert "
-            "training-framework objects are allowed)"
-        )
-
-
-def _restricted_load(file: Any, **kwargs: Any) -> Any:
-    return _RestrictedUnpickler(file, **kwargs).load()
-
-
-#: what ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class and a ``load`` function
-RESTRICTED_PICKLE = types.SimpleNamespace(
-    __name__="srbench_restricted_pickle", Unpickler=_RestrictedUnpickler, load=_restricted_load
-)
-
-
-def load_lightning_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(state_dict, meta)`` of a Lightning ``.ckpt`` (or a plain state-dict pickle), loaded safely.
-
-    Tensors are memory-mapped where the file format allows it, so the optimizer states of a 6.5 GB
-    checkpoint are never read into RAM.  ``meta`` holds the scalar entries (``global_step``, ``epoch``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as f:
-        mmap = torch.serialization._is_zipfile(f)
-    ckpt = torch.load(
-        path, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False, mmap=mmap
-    )
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    state = ckpt.get("state_dict", ckpt)
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ValueError(f"{path}: no tensors found in the checkpoint's state_dict")
-    meta = {k: v for k, v in ckpt.items() if isinstance(v, int | float | str) and k != "state_dict"}
-    return tensors, meta
-
 
 # ---------------------------------------------------------------------------------------------------
 # ldm → diffusers
@@ -356,50 +237,14 @@ def convert_cfw_checkpoint(
 # diffusers → ldm (the inverse; for exporting official-layout checkpoints)
 # ---------------------------------------------------------------------------------------------------
 
-_RESNET_DIFFUSERS_TO_LDM = tuple((new, old) for old, new in _RESNET_LDM_TO_DIFFUSERS)
 
-
-def _unet_blocks_to_ldm(
-    sd: dict[str, torch.Tensor], layers_per_block: int, fixed: dict[str, str]
-) -> dict[str, torch.Tensor]:
+def _unet_blocks_to_ldm(sd: dict[str, torch.Tensor], layers_per_block: int) -> dict[str, torch.Tensor]:
     """diffusers UNet-style keys (down/mid/up blocks, fixed layers) → ldm ``input/middle/output_blocks``."""
-    inv_fixed = fixed
-    up_with_attn = {int(k.split(".")[1]) for k in sd if re.match(r"^up_blocks\.\d+\.attentions\.", k)}
-    lp1 = layers_per_block + 1
+    up_with_attn = up_blocks_with_attention(sd)
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
-        if key in inv_fixed:
-            out[inv_fixed[key]] = value
-            continue
-        parts = key.split(".")
-        if parts[0] == "down_blocks":
-            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-            if kind == "resnets":
-                new = f"input_blocks.{1 + b * lp1 + j}.0.{_rename_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
-            elif kind == "attentions":
-                new = f"input_blocks.{1 + b * lp1 + j}.1.{rest}"
-            elif kind == "downsamplers":
-                new = f"input_blocks.{(b + 1) * lp1}.0.op.{rest.removeprefix('conv.')}"
-            else:
-                raise KeyError(key)
-        elif parts[0] == "mid_block":
-            kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-            if kind == "resnets":
-                new = f"middle_block.{2 * j}.{_rename_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
-            else:
-                new = f"middle_block.1.{rest}"
-        elif parts[0] == "up_blocks":
-            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-            if kind == "resnets":
-                new = f"output_blocks.{b * lp1 + j}.0.{_rename_resnet(rest, _RESNET_DIFFUSERS_TO_LDM)}"
-            elif kind == "attentions":
-                new = f"output_blocks.{b * lp1 + j}.1.{rest}"
-            elif kind == "upsamplers":
-                idx = 2 if b in up_with_attn else 1
-                new = f"output_blocks.{b * lp1 + layers_per_block}.{idx}.{rest}"
-            else:
-                raise KeyError(key)
-        else:
+        new = unet_key_to_ldm(key, layers_per_block, up_with_attn)
+        if new is None:
             raise KeyError(f"no ldm name for '{key}'")
         out[new] = value
     return out
@@ -409,7 +254,6 @@ def unet_to_ldm(
     unet_sd: dict[str, torch.Tensor], sft_sd: dict[str, torch.Tensor] | None, layers_per_block: int = 2
 ) -> dict[str, torch.Tensor]:
     """diffusers UNet (+ SFT layers) → ``model.diffusion_model.*`` keys of the official checkpoint."""
-    fixed = {d: ldm for d, ldm in DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"].items()}
     sd = dict(unet_sd)
     for key, value in (sft_sd or {}).items():
         path_key, param = key.split(".", 1)
@@ -417,18 +261,17 @@ def unet_to_ldm(
         path = re.sub(r"^(down_blocks|up_blocks)_(\d+)_resnets_(\d+)$", r"\1.\2.resnets.\3", path_key)
         path = re.sub(r"^mid_block_resnets_(\d+)$", r"mid_block.resnets.\1", path)
         sd[f"{path}.spade.{param}"] = value
-    return {LDM_UNET_KEY + k: v for k, v in _unet_blocks_to_ldm(sd, layers_per_block, fixed).items()}
+    return {LDM_UNET_KEY + k: v for k, v in _unet_blocks_to_ldm(sd, layers_per_block).items()}
 
 
 def encoder_to_ldm(enc_sd: dict[str, torch.Tensor], config: EncoderConfig) -> dict[str, torch.Tensor]:
     """:class:`TimeAwareEncoder` state dict → ``structcond_stage_model.*`` keys of the official checkpoint."""
-    fixed = {d: ldm for d, ldm in DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"].items()}
     body: dict[str, torch.Tensor] = {}
     qkv: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     out: dict[str, torch.Tensor] = {}
     for key, value in enc_sd.items():
         if key.startswith("fea_tran."):
-            out[_rename_resnet(key, _RESNET_DIFFUSERS_TO_LDM)] = value
+            out[_rename_resnet(key, RESNET_DIFFUSERS_TO_LDM)] = value
             continue
         m = re.match(
             r"^(down_blocks\.\d+\.attentions\.\d+|mid_block\.attentions\.0)\.(.+)\.(weight|bias)$", key
@@ -449,49 +292,13 @@ def encoder_to_ldm(enc_sd: dict[str, torch.Tensor], config: EncoderConfig) -> di
         for param, d in params.items():
             merged = merge_legacy_qkv(d["to_q"], d["to_k"], d["to_v"], config.num_heads)
             body[f"{prefix}.qkv.{param}"] = merged[..., None] if param == "weight" else merged
-    out.update(_unet_blocks_to_ldm(body, config.num_res_blocks, fixed))
+    out.update(_unet_blocks_to_ldm(body, config.num_res_blocks))
     return {ENCODER_KEY + k: v for k, v in out.items()}
 
 
 def vae_to_ldm(vae_sd: dict[str, torch.Tensor], num_levels: int) -> dict[str, torch.Tensor]:
     """diffusers ``AutoencoderKL`` state dict → ldm VAE keys (``encoder.down.0.block.0...``)."""
-    fixed = {d: ldm for d, ldm in DIFFUSERS_TO_LDM_MAPPING["vae"].items()}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in vae_sd.items():
-        if key in fixed:
-            out[fixed[key]] = value
-            continue
-        new = key
-        new = re.sub(r"^encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", new)
-        new = re.sub(r"^encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", new)
-        new = re.sub(
-            r"^decoder\.up_blocks\.(\d+)\.resnets\.",
-            lambda m: f"decoder.up.{num_levels - 1 - int(m.group(1))}.block.",
-            new,
-        )
-        new = re.sub(
-            r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-            lambda m: f"decoder.up.{num_levels - 1 - int(m.group(1))}.upsample.",
-            new,
-        )
-        new = re.sub(r"\.mid_block\.resnets\.(\d+)\.", lambda m: f".mid.block_{int(m.group(1)) + 1}.", new)
-        if ".mid_block.attentions.0." in new:
-            new = new.replace(".mid_block.attentions.0.", ".mid.attn_1.")
-            for d_name, l_name in (
-                ("group_norm", "norm"),
-                ("to_q", "q"),
-                ("to_k", "k"),
-                ("to_v", "v"),
-                ("to_out.0", "proj_out"),
-            ):
-                new = new.replace(f".attn_1.{d_name}.", f".attn_1.{l_name}.")
-            if new.endswith("weight") and value.ndim == 2:
-                value = value[:, :, None, None]
-        new = new.replace(".conv_shortcut.", ".nin_shortcut.")
-        if new == key:
-            raise KeyError(f"no ldm name for VAE key '{key}'")
-        out[new] = value
-    return out
+    return vae_to_ldm_keys(vae_sd, num_levels, KeyError)
 
 
 def cfw_to_ldm(fusion_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -142,14 +142,11 @@ class StableSR(SRMethod):
         from diffusers import AutoencoderKL
 
         from methods.stablesr.cfw import CFWAutoencoder
-        from methods.stablesr.convert import (
-            convert_cfw_checkpoint,
-            convert_stablesr_checkpoint,
-            load_lightning_checkpoint,
-        )
+        from methods.stablesr.convert import convert_cfw_checkpoint, convert_stablesr_checkpoint
         from methods.stablesr.encoder import TimeAwareEncoder
         from methods.stablesr.sampler import StableSRSampler
         from methods.stablesr.sft import SFTUNet
+        from srbench.diffusion.checkpoints import load_lightning_checkpoint
         from srbench.diffusion.prompts import PromptEmbeddingCache
         from srbench.diffusion.sd import load_sd_components, pick_dtype
         from srbench.testing import is_random_weights

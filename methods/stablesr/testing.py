@@ -7,8 +7,6 @@ through the same converter a user runs on ``stablesr_000117.ckpt`` / ``vqgan_cfw
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from methods.stablesr.cfw import CFWAutoencoder
 from methods.stablesr.convert import cfw_to_ldm, encoder_to_ldm, unet_to_ldm, vae_to_ldm
 from methods.stablesr.encoder import EncoderConfig, TimeAwareEncoder
 from methods.stablesr.sft import SFTUNet
+from srbench.testing.lightning import write_lightning_checkpoint
 
 #: a 3-level encoder over a 2-level UNet: widths W, W/2 (used) and W/4; attention on levels 0-1.
 #: 64 channels so that GroupNorm(32) keeps the time embedding (with 1 channel per group it removes it)
@@ -96,46 +95,6 @@ def tiny_cfw(vae: AutoencoderKL | None = None, seed: int = 0) -> CFWAutoencoder:
 
 
 # ---- official on-disk formats ----------------------------------------------------------------------
-
-
-class _FakeModelCheckpoint:
-    """Pickled under Lightning's name, as real checkpoints carry ``{ModelCheckpoint: state}``."""
-
-
-def write_lightning_checkpoint(
-    path: str | Path, state_dict: dict[str, torch.Tensor], global_step: int = 0
-) -> Path:
-    """Write ``state_dict`` the way PyTorch Lightning 1.x does (class-keyed callbacks, optimizer states)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mod_name = "pytorch_lightning.callbacks.model_checkpoint"
-    fake = types.ModuleType(mod_name)
-    cls = type("ModelCheckpoint", (_FakeModelCheckpoint,), {"__module__": mod_name})
-    fake.ModelCheckpoint = cls  # type: ignore[attr-defined]
-    first = next(iter(state_dict.values()))
-    ckpt = {
-        "epoch": global_step // 100,
-        "global_step": global_step,
-        "pytorch-lightning_version": "1.4.2",
-        "state_dict": state_dict,
-        "callbacks": {cls: {"monitor": None, "best_model_score": torch.tensor(0.5)}},
-        "optimizer_states": [
-            {"state": {0: {"exp_avg": torch.zeros_like(first)}}, "param_groups": [{"lr": 5e-5}]}
-        ],
-        "lr_schedulers": [],
-    }
-    saved = {k: sys.modules.get(k) for k in ("pytorch_lightning", "pytorch_lightning.callbacks", mod_name)}
-    try:
-        for k in saved:
-            sys.modules[k] = fake if k == mod_name else types.ModuleType(k)
-        torch.save(ckpt, path)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                sys.modules.pop(k, None)
-            else:
-                sys.modules[k] = v
-    return path
 
 
 def stablesr_state_dict(

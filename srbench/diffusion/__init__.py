@@ -10,4 +10,6 @@ Modules (import them directly; this package imports nothing heavy on its own):
 - :mod:`srbench.diffusion.tiling`    -- tile grids, Gaussian tile weights, weighted aggregation
   (image space and latent space).
 - :mod:`srbench.diffusion.schedules` -- alpha-bar tables and sigma = sqrt((1 - abar) / abar).
+- :mod:`srbench.diffusion.checkpoints` -- safe loading of official Lightning ``.ckpt`` files.
+- :mod:`srbench.diffusion.ldm_keys`  -- diffusers -> ldm (official) key names for UNet and VAE.
 """

@@ -11,6 +11,9 @@
 - :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
   outputs.  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
   the latent (scale 1) to fuse noise predictions.
+- Padding: :func:`pad_bottom_right_to_multiple` (DoSSR, DM-SR) and :func:`reflect_pad_to` (DM-SR: a
+  minimum size, centred, then a multiple).  InvSR keeps its own padding, which follows the authors'
+  ``sampler_invsr.py`` splits and mode rule.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 WeightFn = Callable[..., torch.Tensor]
 
@@ -201,3 +205,36 @@ def tiled_map(
             acc.add(piece, box.top * scale, box.left * scale, wt)
     assert acc is not None
     return acc.result()
+
+
+# ---- padding -------------------------------------------------------------------------------------
+def pad_bottom_right_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad (B,C,H,W) at the bottom/right up to multiples of ``multiple``: reflect, or replicate when a
+    side is too small to reflect the pad.  Returns the tensor (``x`` itself if no pad) and (pad_h, pad_w)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (0, 0)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (ph, pw)
+
+
+def reflect_pad_to(
+    x: torch.Tensor, min_size: int, multiple: int
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Reflect-pad (B,C,H,W) so both sides are ≥ ``min_size`` (centred, repeated while the image is smaller
+    than the pad) and then a multiple of ``multiple`` (bottom/right).  Returns the padded tensor and
+    (top, bottom, left, right) in input pixels."""
+    top = bottom = left = right = 0
+    while x.shape[-2] < min_size or x.shape[-1] < min_size:
+        h, w = x.shape[-2:]
+        ph, pw = max(0, min(min_size - h, h - 1)), max(0, min(min_size - w, w - 1))
+        if ph == 0 and pw == 0:  # 1-px side: reflection impossible, replicate instead
+            x = F.pad(x, (0, max(0, min_size - w), 0, max(0, min_size - h)), mode="replicate")
+            bottom, right = bottom + max(0, min_size - h), right + max(0, min_size - w)
+            continue
+        t, le = ph // 2, pw // 2
+        x = F.pad(x, (le, pw - le, t, ph - t), mode="reflect")
+        top, bottom, left, right = top + t, bottom + ph - t, left + le, right + pw - le
+    x, (ph, pw) = pad_bottom_right_to_multiple(x, multiple)
+    return x, (top, bottom + ph, left, right + pw)
