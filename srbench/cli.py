@@ -7,6 +7,7 @@
 ``srbench train dmsr ...``                 train a method that has a trainer (DM-SR)
 ``srbench data list|fetch|verify|prepare`` the test sets (manifests in datasets/)
 ``srbench compare RUN_DIR...``             a run's numbers beside the paper's, same protocol only
+``srbench bench METHOD [--dtype ...]``     latency/memory under the papers' protocol (128->512, batch 1)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from srbench.interface import SRBenchError
 
-SUBCOMMANDS = ("leaderboard", "weights", "methods", "train", "data", "compare")
+SUBCOMMANDS = ("leaderboard", "weights", "methods", "train", "data", "compare", "bench")
 
 
 def conf_dir() -> Path:
@@ -146,6 +147,12 @@ def _train(argv: list[str]) -> int:
     return int(importlib.import_module(trainers[argv[0]]).train_cli(argv[1:]))
 
 
+def _bench(argv: list[str]) -> int:
+    from srbench.bench import bench_cli
+
+    return bench_cli(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train": _train,
                 "data": _data,
                 "compare": _compare,
+                "bench": _bench,
             }
             return handlers[cmd](rest)
         except SRBenchError as exc:

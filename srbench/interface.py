@@ -59,10 +59,34 @@ class SRMethod(abc.ABC):
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+        # generic LR tiling (any method): bounded memory on large inputs, see :meth:`set_lr_tiling`
+        self.lr_tile: int | None = None
+        self.lr_tile_overlap = 32
+        self.lr_tile_batch = 1
+        self.set_lr_tiling(
+            options.pop("lr_tile", None), options.pop("lr_tile_overlap", 32), options.pop("lr_tile_batch", 1)
+        )
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.timer: StageTimer | None = None
         self._loaded = False
+
+    def set_lr_tiling(self, tile: int | None, overlap: int = 32, batch: int = 1) -> None:
+        """Run inputs larger than ``tile`` LR px in overlapping ``tile`` x ``tile`` tiles, ``batch``
+        tiles per call, blended with Gaussian weights in HR space; ``None``/0 turns it off.
+
+        This is the InvSR-style chopping applied outside any method, so peak memory depends on the tile,
+        not on the image; methods with their own tiling (InvSR, DM-SR, Real-ESRGAN, StableSR's latent
+        aggregation) keep it inside each tile.  Seams are blended, not exact: off by default.
+        """
+        tile = int(tile or 0)
+        overlap, batch = int(overlap), int(batch)
+        if tile < 0 or batch < 1 or overlap < 0 or (tile and overlap >= tile):
+            raise SRBenchError(
+                f"method '{self.name}': lr_tile={tile}, lr_tile_overlap={overlap}, lr_tile_batch={batch}: "
+                "need lr_tile >= 0, 0 <= overlap < lr_tile and batch >= 1"
+            )
+        self.lr_tile, self.lr_tile_overlap, self.lr_tile_batch = (tile or None), overlap, batch
 
     # ---- steps ---------------------------------------------------------------------------
     def supported_steps(self) -> Sequence[int] | None:
@@ -111,13 +135,34 @@ class SRMethod(abc.ABC):
             raise ValueError(f"method '{self.name}': expected a float tensor in [0,1], got {lr.dtype}")
         self.check_steps(steps)
         b, _, h, w = lr.shape
-        out = self._upscale(lr.to(self.device, self.dtype), steps, generator)
+        x = lr.to(self.device, self.dtype)
+        if self.lr_tile and max(h, w) > self.lr_tile:
+            out = self._upscale_lr_tiles(x, steps, generator)
+        else:
+            out = self._upscale(x, steps, generator)
         expected = (b, 3, h * self.scale, w * self.scale)
         if tuple(out.shape) != expected:
             raise SRBenchError(f"method '{self.name}' returned shape {tuple(out.shape)}, expected {expected}")
         if not torch.isfinite(out).all():
             raise SRBenchError(f"method '{self.name}' produced NaN or Inf values")
         return out.float().clamp_(0.0, 1.0)
+
+    def _upscale_lr_tiles(
+        self, lr: torch.Tensor, steps: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        from srbench.diffusion.tiling import gaussian_weights_cv2, tiled_map
+
+        assert self.lr_tile is not None
+        return tiled_map(
+            lr,
+            lambda tiles, _boxes: self._upscale(tiles, steps, generator),
+            tile=self.lr_tile,
+            stride=self.lr_tile - self.lr_tile_overlap,
+            scale=self.scale,
+            weight_fn=gaussian_weights_cv2,
+            tiles_per_batch=self.lr_tile_batch,
+            accumulate_dtype=torch.float32,
+        )
 
     def _mark_loaded(self, device: torch.device | str, dtype: torch.dtype) -> None:
         self.device, self.dtype, self._loaded = torch.device(device), dtype, True

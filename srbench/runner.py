@@ -81,11 +81,32 @@ def image_seed(seed: int, image_id: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(image_id.encode())) % 2**63
 
 
-def _get_method(method_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype) -> SRMethod:
-    key = json.dumps([method_cfg, str(device), str(dtype)], sort_keys=True)
+def speed_settings(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings that change speed, not results (within fp tolerance): recorded in every summary."""
+    speed = dict(plain.get("speed") or {})
+    return {
+        "attention": str(speed.get("attention", "default")),
+        "channels_last": bool(speed.get("channels_last", False)),
+        "compile": bool(speed.get("compile", False)),
+        "compile_mode": speed.get("compile_mode"),
+    }
+
+
+def _get_method(
+    method_cfg: dict[str, Any], device: torch.device, dtype: torch.dtype, speed: dict[str, Any]
+) -> SRMethod:
+    key = json.dumps([method_cfg, str(device), str(dtype), speed], sort_keys=True)
     if key not in _METHODS:
+        from srbench.bench import compile_denoisers, method_modules, set_attention, set_channels_last
+
         method = create_method(method_cfg)
         method.load(device, dtype)
+        modules = method_modules(method)
+        set_attention(modules, speed["attention"])
+        if speed["channels_last"]:
+            set_channels_last(modules)
+        if speed["compile"]:
+            compile_denoisers(modules, speed["compile_mode"])
         _METHODS[key] = method
     return _METHODS[key]
 
@@ -151,6 +172,12 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
     """Run (or resume, or skip) one cell and write its records under ``run_dir``."""
     run_dir = Path(run_dir)
     plain: dict[str, Any] = _plain(cfg)
+    if plain.get("lr_tile"):  # generic LR tiling is a method option (it changes the output)
+        plain["method"] = {
+            **plain["method"],
+            "lr_tile": int(plain["lr_tile"]),
+            "lr_tile_overlap": int(plain.get("lr_tile_overlap", 32)),
+        }
     identity = cell_identity(plain)
     import_plugins(plain.get("plugins"))
     _prepare_run_dir(run_dir, identity, bool(plain.get("overwrite", False)))
@@ -181,7 +208,7 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
         log.warning("skipped: %s", exc)
         return CellOutcome("skipped", run_dir, summary, str(exc))
 
-    method = _get_method(method_cfg, device, dtype)
+    method = _get_method(method_cfg, device, dtype, speed_settings(plain))
     metrics = _get_metrics(dict(plain["metrics"]), protocol, device)
     for name, message in metrics.skipped.items():
         log.warning("metric %s skipped: %s", name, message)
@@ -403,6 +430,7 @@ def _base_summary(
         if weights is None
         else {"id": weights.id, "real": weights.real, "label": weights.label, "detail": weights.detail},
         "memory_kind": "cuda_allocator_peak" if device.type == "cuda" else "process_peak_rss",
+        "speed": speed_settings(plain),
         "environment": environment(device, dtype),
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

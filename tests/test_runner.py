@@ -174,3 +174,17 @@ def test_protocol_centre_crop_and_lr_only(tmp_path: Path) -> None:
 def test_image_seed_is_order_independent() -> None:
     assert image_seed(0, "a") == image_seed(0, "a") != image_seed(0, "b")
     assert image_seed(1, "a") != image_seed(0, "a")
+
+
+def test_lr_tile_and_speed_settings_reach_the_method_and_the_summary(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    speed = {"attention": "math", "channels_last": True, "compile": False, "compile_mode": None}
+    out = run_cell(_cfg(data, method="bicubic", lr_tile=4, lr_tile_overlap=2, speed=speed), tmp_path / "run")
+    assert out.status == "done"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["speed"] == speed
+    cell = json.loads((tmp_path / "run" / "cell.json").read_text())
+    assert cell["method"]["lr_tile"] == 4 and cell["method"]["lr_tile_overlap"] == 2  # part of the identity
+    # the same cell without tiling is a different cell: refused rather than mixed
+    with pytest.raises(Exception, match="different"):
+        run_cell(_cfg(data, method="bicubic"), tmp_path / "run")
