@@ -89,6 +89,7 @@ def speed_settings(plain: Mapping[str, Any]) -> dict[str, Any]:
         "channels_last": bool(speed.get("channels_last", False)),
         "compile": bool(speed.get("compile", False)),
         "compile_mode": speed.get("compile_mode"),
+        "keep_freed_memory": bool(speed.get("keep_freed_memory", False)),
     }
 
 
@@ -208,7 +209,13 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
         log.warning("skipped: %s", exc)
         return CellOutcome("skipped", run_dir, summary, str(exc))
 
-    method = _get_method(method_cfg, device, dtype, speed_settings(plain))
+    speed = speed_settings(plain)
+    if speed["keep_freed_memory"]:
+        from srbench import allocator
+
+        allocator.keep_freed_memory()
+    model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
+    method = _get_method(method_cfg, device, dtype, model_speed)
     metrics = _get_metrics(dict(plain["metrics"]), protocol, device)
     for name, message in metrics.skipped.items():
         log.warning("metric %s skipped: %s", name, message)

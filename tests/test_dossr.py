@@ -37,6 +37,7 @@ from methods.dossr.testing import TinyDoSSR, save_tiny_dossr
 from srbench import create_method
 from srbench.archs.rrdbnet import build_rrdbnet
 from srbench.interface import SRBenchError, UnsupportedSteps, WeightsMissing
+from srbench.testing.tiny_sd import SD2_TEXT_ENCODER_SIZES
 from srbench.timing import StageTimer
 
 
@@ -144,15 +145,7 @@ def test_sd21_sized_networks_match_the_paper() -> None:
         "latent_channels": 4,
         "scaling_factor": 0.18215,
     }
-    tcfg = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=23,
-        num_attention_heads=16,
-        max_position_embeddings=77,
-        hidden_act="gelu",
-    )
+    tcfg = CLIPTextConfig(**SD2_TEXT_ENCODER_SIZES)
     with empty_init():
         unet = UNet2DConditionModel(**ucfg)
         nets = {

@@ -176,13 +176,26 @@ def test_image_seed_is_order_independent() -> None:
     assert image_seed(1, "a") != image_seed(0, "a")
 
 
-def test_lr_tile_and_speed_settings_reach_the_method_and_the_summary(tmp_path: Path) -> None:
+def test_lr_tile_and_speed_settings_reach_the_method_and_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from srbench import allocator
+
+    calls: list[int] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
     data = _dataset(tmp_path / "data", n=2)
-    speed = {"attention": "math", "channels_last": True, "compile": False, "compile_mode": None}
+    speed = {
+        "attention": "math",
+        "channels_last": True,
+        "compile": False,
+        "compile_mode": None,
+        "keep_freed_memory": True,
+    }
     out = run_cell(_cfg(data, method="bicubic", lr_tile=4, lr_tile_overlap=2, speed=speed), tmp_path / "run")
     assert out.status == "done"
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["speed"] == speed
+    assert calls == [1]  # the allocator setting was applied before scoring
     cell = json.loads((tmp_path / "run" / "cell.json").read_text())
     assert cell["method"]["lr_tile"] == 4 and cell["method"]["lr_tile_overlap"] == 2  # part of the identity
     # the same cell without tiling is a different cell: refused rather than mixed

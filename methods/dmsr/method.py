@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from srbench.diffusion.tiling import reflect_pad_to
+from srbench.diffusion.tiling import blend_dtype_of, reflect_pad_to
 from srbench.interface import SRBenchError, SRMethod, WeightsInfo, WeightsMissing
 from srbench.registry import register_method
 
@@ -41,7 +41,8 @@ class DMSR(SRMethod):
     Options: ``checkpoint`` (directory from ``srbench train dmsr``; required), ``model`` (base SD, HF id
     or diffusers folder; default: the one the checkpoint was trained against), ``prompt`` (default: the
     paper's fixed prompt stored in the checkpoint), ``timestep`` (fixed t instead of T's estimate, the
-    Tab. 3 ablation), ``tile_size`` / ``tile_stride`` (LR px; 128 / half the tile), ``tiles_per_batch``.
+    Tab. 3 ablation), ``tile_size`` / ``tile_stride`` (LR px; 128 / half the tile), ``tiles_per_batch``,
+    ``blend_dtype`` float32|float64 (precision of the tile blending; float64 as InvSR's ImageSpliterTh).
     """
 
     stages = ("estimate", "encode", "denoise", "decode")
@@ -56,6 +57,7 @@ class DMSR(SRMethod):
         tile_size: int = 128,
         tile_stride: int | None = None,
         tiles_per_batch: int = 1,
+        blend_dtype: str = "float32",
         **options: Any,
     ) -> None:
         super().__init__(
@@ -66,6 +68,7 @@ class DMSR(SRMethod):
             tile_size=tile_size,
             tile_stride=tile_stride,
             tiles_per_batch=tiles_per_batch,
+            blend_dtype=blend_dtype,
             **options,
         )
         if options:
@@ -83,6 +86,7 @@ class DMSR(SRMethod):
         self.timestep = None if timestep is None else int(timestep)
         self.tile_size, self.tile_stride = int(tile_size), int(tile_stride)
         self.tiles_per_batch = int(tiles_per_batch)
+        self.blend_dtype = blend_dtype_of(blend_dtype, "dmsr")
         self.pipe: Any = None
         self.last_t_hat: list[float] = []  # t̂ of every tile of the last call (for logging)
         self._info: WeightsInfo | None = None
@@ -179,7 +183,7 @@ class DMSR(SRMethod):
                 scale=self.scale,
                 weight_fn=gaussian_weights_cv2,
                 tiles_per_batch=self.tiles_per_batch,
-                accumulate_dtype=torch.float32,
+                accumulate_dtype=self.blend_dtype,
             )
         s = self.scale
         return out[:, :, top * s : (top + h) * s, left * s : (left + w) * s].float()

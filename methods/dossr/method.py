@@ -105,6 +105,7 @@ class DoSSR(SRMethod):
         self.control_scale, self.posterior = float(control_scale), posterior
         self.preprocess_weights = preprocess_weights
         self._info: WeightsInfo | None = None
+        self._schedules: dict[tuple[int, float, str], DoSSchedule] = {}  # built once per key after load
 
     # ---- steps ------------------------------------------------------------------------------------
     def supported_steps(self) -> range:
@@ -206,6 +207,7 @@ class DoSSR(SRMethod):
         prompts.release_text_encoder()
         self.prompts = prompts
         self.alphas_cumprod = alphas_cumprod
+        self._schedules.clear()
 
         files = [Path(str(self.model)), ckpt_path] + (
             [Path(str(self.preprocess_weights))] if self.preprocess_weights else []
@@ -229,13 +231,16 @@ class DoSSR(SRMethod):
 
     # ---- the call ---------------------------------------------------------------------------------
     def schedule(self, steps: int) -> DoSSchedule:
-        """The grid and α, σ, η the sampler uses for ``steps``."""
-        return DoSSchedule.build(
-            steps,
-            alphas_cumprod=self.alphas_cumprod,
-            t1=self.t1,
-            variant=self.eta_variant,  # type: ignore[arg-type]
-        )
+        """The grid and α, σ, η the sampler uses for ``steps`` (built once per step count)."""
+        key = (steps, float(self.t1), str(self.eta_variant))
+        if key not in self._schedules:
+            self._schedules[key] = DoSSchedule.build(
+                steps,
+                alphas_cumprod=self.alphas_cumprod,
+                t1=self.t1,
+                variant=self.eta_variant,  # type: ignore[arg-type]
+            )
+        return self._schedules[key]
 
     def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
         from methods.dossr.preprocess import pad_to_multiple, pre_restore

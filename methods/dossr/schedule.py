@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -114,6 +115,12 @@ def sampling_timesteps(steps: int, t1: int = DEFAULT_T1, variant: EtaVariant = "
     return np.array(space_timesteps(span, steps + 1)[::-1], dtype=np.int64)
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    """``a`` made read-only (the cached schedule arrays are shared by every call)."""
+    a.setflags(write=False)
+    return a
+
+
 @dataclass(frozen=True)
 class DoSSchedule:
     """α, σ, η at the visited grid points (descending time), float64; index 0 is the start.
@@ -141,21 +148,21 @@ class DoSSchedule:
     def steps(self) -> int:
         return len(self.alpha) - 1
 
-    @property
+    @cached_property  # read every solver step: computed once per schedule
     def A(self) -> np.ndarray:
-        return self.alpha * (1.0 - self.eta)
+        return _frozen(self.alpha * (1.0 - self.eta))
 
-    @property
+    @cached_property
     def lam(self) -> np.ndarray:
         """λ_t = σ_t / (α_t (1-η_t)) (Prop. 3.1); +inf where η = 1."""
         with np.errstate(divide="ignore"):
-            return np.where(self.eta < 1.0, self.sigma / np.maximum(self.A, 1e-300), np.inf)
+            return _frozen(np.where(self.eta < 1.0, self.sigma / np.maximum(self.A, 1e-300), np.inf))
 
-    @property
+    @cached_property
     def k(self) -> np.ndarray:
         """η_t / (1 - η_t) (the DoSG coefficient's ratio); +inf where η = 1."""
         with np.errstate(divide="ignore"):
-            return np.where(self.eta < 1.0, self.eta / np.maximum(1.0 - self.eta, 1e-300), np.inf)
+            return _frozen(np.where(self.eta < 1.0, self.eta / np.maximum(1.0 - self.eta, 1e-300), np.inf))
 
     @classmethod
     def from_alphas_cumprod(

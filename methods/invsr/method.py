@@ -19,6 +19,7 @@ from methods.invsr.pipeline import (
 from methods.invsr.weights import NOISE_PREDICTOR_FILE, SD_TURBO
 from srbench.diffusion.color import COLOR_FIXES
 from srbench.diffusion.sd import load_sd_components, pick_dtype
+from srbench.diffusion.tiling import blend_dtype_of
 from srbench.interface import SRBenchError, SRMethod, WeightsInfo, WeightsMissing
 from srbench.registry import register_method
 from srbench.testing import random_weights_info
@@ -62,6 +63,7 @@ class InvSR(SRMethod):
         prompt: str = POSITIVE_PROMPT,
         dtype: str | None = None,
         official_rng_order: bool = True,
+        blend_dtype: str = "float32",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -71,6 +73,7 @@ class InvSR(SRMethod):
             raise SRBenchError(f"invsr: color_fix must be one of {COLOR_FIXES}, got {color_fix!r}")
         if color_fix_reference not in ("padded", "input"):
             raise SRBenchError("invsr: color_fix_reference must be 'padded' or 'input'")
+        self.blend_dtype = blend_dtype_of(blend_dtype, "invsr")
         self.model = str(model)
         self.noise_predictor_path = noise_predictor
         self.noise_predictor_config = dict(noise_predictor_config) if noise_predictor_config else None
@@ -169,5 +172,6 @@ class InvSR(SRMethod):
             color_fix=self.color_fix,
             color_fix_reference=self.color_fix_reference,
             stochastic=self.stochastic_sampling,
+            blend_dtype=self.blend_dtype,
             **self.chopping,
         )

@@ -31,6 +31,7 @@ from methods.stablesr.sampler import INIT_LATENTS, NUM_TRAIN_TIMESTEPS, SAMPLERS
 from methods.stablesr.weights import CKPT_FILE, HF_REPO, VQGAN_FILE
 from methods.stablesr.weights import SD_REPO as SD_MODEL
 from srbench.diffusion.color import COLOR_FIXES
+from srbench.diffusion.tiling import blend_dtype_of
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps, WeightsInfo, WeightsMissing
 from srbench.registry import register_method
 
@@ -55,7 +56,8 @@ class StableSR(SRMethod):
     ``prompt`` / ``negative_prompt`` / ``cfg_scale`` (paper §5.1, Eq. 8; s = 1 is the plain model),
     ``input_size`` (short side after upsampling is at least this), ``upsample`` bicubic|bilinear,
     ``init_latent`` noise|noised_lr, ``tile_size`` / ``tile_stride`` (latent px; default
-    input_size/8 and half of it), ``tile_batch_size`` (tiles per UNet call), ``posterior`` sample|mode.
+    input_size/8 and half of it), ``tile_batch_size`` (tiles per UNet call), ``posterior`` sample|mode,
+    ``blend_dtype`` float32|float64 (precision of the tile fusion of ε; float32 as the official canvas).
     """
 
     stages = ("encode", "denoise", "decode")
@@ -81,6 +83,7 @@ class StableSR(SRMethod):
         tile_stride: int | None = None,
         tile_batch_size: int = 4,
         posterior: str = "sample",
+        blend_dtype: str = "float32",
         **options: Any,
     ) -> None:
         super().__init__(
@@ -101,6 +104,7 @@ class StableSR(SRMethod):
             tile_stride=tile_stride,
             tile_batch_size=tile_batch_size,
             posterior=posterior,
+            blend_dtype=blend_dtype,
             **options,
         )
         checks = {
@@ -129,6 +133,7 @@ class StableSR(SRMethod):
             raise SRBenchError(f"stablesr: tile_stride must be in 1..tile_size, got {self.tile_stride}")
         self.tile_batch_size = int(tile_batch_size)
         self.posterior = posterior
+        self.blend_dtype = blend_dtype_of(blend_dtype, "stablesr")
         self._info: WeightsInfo | None = None
 
     # ---- steps ------------------------------------------------------------------------------------
@@ -194,7 +199,9 @@ class StableSR(SRMethod):
             prompts.encode(text, device=device, dtype=dtype)
         prompts.release_text_encoder()
         self.sft_unet, self.encoder, self.cfw, self.prompts = sft_unet, encoder, cfw, prompts
-        self.sampler = StableSRSampler(sft_unet, encoder, tile_batch_size=self.tile_batch_size)
+        self.sampler = StableSRSampler(
+            sft_unet, encoder, tile_batch_size=self.tile_batch_size, blend_dtype=self.blend_dtype
+        )
 
         files = [Path(str(self.model)), ckpt_path] + ([vq_path] if vq_path else [])
         random = any(p.exists() and is_random_weights(p) for p in files)

@@ -14,7 +14,12 @@
 * Aggregation sampling (paper §3.3, Alg. 1, App. B): at every step the latent is cut into overlapping
   tiles (64×64, stride 32, the last tile aligned to the border), the encoder runs on each LR-latent tile
   and the UNet on each noisy tile, and the ε-predictions are fused with Gaussian weights (Eq. 7); one
-  sampler step then runs on the whole latent with one noise draw.
+  sampler step then runs on the whole latent with one noise draw.  ``tile_batch_size`` tiles go through
+  the encoder and UNet per call (the official ``p_mean_variance_canvas`` batches ``--n_samples`` tiles,
+  never across a grid row, and the README's commands use 1); the result does not depend on it beyond
+  float round-off.  The fusion runs in ``blend_dtype`` (float32 by default, as the official canvas
+  ``torch.zeros(x.shape)``; float64 optional) with the Gaussian weights computed once and kept across
+  steps (the official loop also computes them once per sampling loop, ``p_sample_loop_canvas``).
 * Starting latent: ``"noise"``: x_T ~ N(0, I), as paper Alg. 1 and the 128→512 script
   (``sr_val_ddpm_text_T_vqganfin_old.py``); ``"noised_lr"``: x_T = √ᾱ₉₉₉·z_lr + √(1−ᾱ₉₉₉)·ε with the
   1000-step ᾱ, as the arbitrary-size scripts (``…_oldcanvas(_tile).py``, ``predict.py``).
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from srbench.diffusion.tiling import TileBox, gaussian_weights_mixture, tiled_map
+from srbench.diffusion.tiling import TileBox, WeightCache, blend_dtype_of, gaussian_weights_mixture, tiled_map
 
 if TYPE_CHECKING:  # diffusers is imported when sampling starts, not when the plugin registers
     from diffusers import DDPMScheduler
@@ -94,11 +99,20 @@ class Guidance:
 class StableSRSampler:
     """Runs the reverse process of StableSR on an LR latent (any size ≥ one tile)."""
 
-    def __init__(self, sft_unet: SFTUNet, encoder: TimeAwareEncoder, tile_batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        sft_unet: SFTUNet,
+        encoder: TimeAwareEncoder,
+        tile_batch_size: int = 4,
+        blend_dtype: torch.dtype | str = torch.float32,
+    ) -> None:
         self.sft_unet = sft_unet
         self.encoder = encoder
         self.tile_batch_size = max(1, int(tile_batch_size))
+        self.blend_dtype = blend_dtype_of(blend_dtype, "stablesr")
         self.scheduler = train_scheduler()
+        #: Gaussian tile weights by (size, dtype, device), computed once and reused at every step
+        self.weight_cache: WeightCache = {}
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
@@ -107,7 +121,7 @@ class StableSRSampler:
     # ---- ε-prediction ---------------------------------------------------------------------------
     def _eps_tiles(self, z: torch.Tensor, z_lr: torch.Tensor, tau: int, guidance: Guidance) -> torch.Tensor:
         """ε of the SFT-modulated UNet on a batch of tiles (encoder on the LR-latent tiles, time τ)."""
-        dtype = self.sft_unet.unet.dtype
+        dtype = next(self.sft_unet.unet.parameters()).dtype  # unet.dtype walks every submodule
         n = z.shape[0]
         t = torch.full((n,), tau, device=z.device, dtype=torch.long)
         feats = self.encoder(z_lr.to(dtype), t)
@@ -144,6 +158,8 @@ class StableSRSampler:
             stride=stride,
             weight_fn=gaussian_weights_mixture,
             tiles_per_batch=self.tile_batch_size,
+            accumulate_dtype=self.blend_dtype,
+            weight_cache=self.weight_cache,
         )
         return eps.to(torch.float32)
 

@@ -74,6 +74,8 @@ class SFTUNet(nn.Module):
                 for path in self._targets
             }
         )
+        # the hooked convs, found once (a named_modules() walk per UNet call cost ~0.4 ms at SD size)
+        self._convs = [modules[path].conv2 for path in self._targets]
 
     @property
     def targets(self) -> list[str]:
@@ -82,7 +84,6 @@ class SFTUNet(nn.Module):
     @contextlib.contextmanager
     def attached(self, features: dict[str, torch.Tensor]) -> Iterator[None]:
         """Within the block, every ResBlock's ``conv2`` output is SFT-modulated by ``features``."""
-        modules = dict(self.unet.named_modules())
         handles = []
 
         def make_hook(layer: SFTLayer, path: str) -> Callable[..., torch.Tensor]:
@@ -98,9 +99,8 @@ class SFTUNet(nn.Module):
             return hook
 
         try:
-            for path in self._targets:
-                hook = make_hook(self.sft[sft_key(path)], path)
-                handles.append(modules[path].conv2.register_forward_hook(hook))
+            for path, conv in zip(self._targets, self._convs, strict=True):
+                handles.append(conv.register_forward_hook(make_hook(self.sft[sft_key(path)], path)))
             yield
         finally:
             for h in handles:

@@ -9,6 +9,8 @@ Nothing is clamped here: callers clamp as their method does.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -44,12 +46,18 @@ def adain_color_fix(img: torch.Tensor, ref: torch.Tensor, *, eps: float = 1e-5) 
     return ((x - mx) / sx * sr + mr).to(img.dtype)
 
 
+@functools.cache
+def _blur_kernel(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[1,2,1]ᵀ[1,2,1]/16 as (1,1,3,3), built once per dtype/device (10 blurs per colour fix)."""
+    k1 = torch.tensor([0.25, 0.5, 0.25], dtype=dtype, device=device)
+    return (k1[:, None] * k1[None, :])[None, None]
+
+
 def wavelet_blur(image: torch.Tensor, dilation: int) -> torch.Tensor:
     """One level of the "à trous" blur: the 3x3 kernel [1,2,1]ᵀ[1,2,1]/16 per channel with the given
     dilation, after replicate padding by ``dilation`` (so the output keeps the input size)."""
     c = image.shape[1]
-    k1 = torch.tensor([0.25, 0.5, 0.25], dtype=image.dtype, device=image.device)
-    kernel = (k1[:, None] * k1[None, :]).expand(c, 1, 3, 3)
+    kernel = _blur_kernel(image.dtype, image.device).expand(c, 1, 3, 3)
     padded = F.pad(image, (dilation,) * 4, mode="replicate")
     return F.conv2d(padded, kernel, groups=c, dilation=dilation)
 

@@ -10,7 +10,12 @@
 - :class:`TileAccumulator`: sum of ``w * tile`` and of ``w`` into a canvas, then their ratio.
 - :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
   outputs.  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
-  the latent (scale 1) to fuse noise predictions.
+  the latent (scale 1) to fuse noise predictions.  The weights are computed once per distinct tile
+  size (per call, or across calls with a shared ``weight_cache``), not once per tile.
+- Blend precision (:data:`BLEND_DTYPES`, :func:`blend_dtype_of`): InvSR's ``ImageSpliterTh`` blends
+  in float64, StableSR's canvas sampler in float32.  float32 gives the same image within 3e-7 (a 2048²
+  InvSR blend; 1.3e-6 after StableSR's 200 steps; ``benchmarks/official_slow.py``) at half the canvas
+  memory traffic, so the methods default to float32 and keep ``blend_dtype: float64`` as an option.
 - Padding: :func:`pad_bottom_right_to_multiple` (DoSSR, DM-SR) and :func:`reflect_pad_to` (DM-SR: a
   minimum size, centred, then a multiple).  InvSR keeps its own padding, which follows the authors'
   ``sampler_invsr.py`` splits and mode rule.
@@ -21,11 +26,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from srbench.interface import SRBenchError
+
 WeightFn = Callable[..., torch.Tensor]
+#: key of a cached weight tile: (weight function, height, width, dtype, device)
+WeightCache = dict[tuple[Any, int, int, torch.dtype, str], torch.Tensor]
+
+#: the accepted values of the methods' ``blend_dtype`` option
+BLEND_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def blend_dtype_of(value: str | torch.dtype, method: str = "") -> torch.dtype:
+    """The torch dtype of a ``blend_dtype`` option (``"float32"`` / ``"float64"``, or a torch dtype);
+    anything else is an :class:`~srbench.interface.SRBenchError` naming the accepted values."""
+    if isinstance(value, torch.dtype) and value in BLEND_DTYPES.values():
+        return value
+    key = str(value).lower().removeprefix("torch.")
+    if key in BLEND_DTYPES:
+        return BLEND_DTYPES[key]
+    where = f"{method}: " if method else ""
+    raise SRBenchError(f"{where}blend_dtype must be one of {list(BLEND_DTYPES)}, got {value!r}")
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -167,6 +192,7 @@ def tiled_map(
     tiles_per_batch: int = 1,
     accumulate_dtype: torch.dtype = torch.float64,
     out_channels: int | None = None,
+    weight_cache: WeightCache | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping tiles of ``x`` ``(B,C,H,W)`` and blend the results.
 
@@ -176,6 +202,10 @@ def tiled_map(
     ``scale`` times the tile, in the same order.  Outputs are weighted with ``weight_fn(h, w)`` of the
     output tile size and averaged in ``accumulate_dtype``; the result has that dtype.  When one tile
     covers ``x`` the result is exactly ``fn(x)`` (no weighting round-off).
+
+    ``weight_fn`` is evaluated once per distinct output tile size and reused (bit-identical to
+    evaluating it per tile); pass a dict as ``weight_cache`` to keep those tensors across calls (StableSR
+    fuses the same grid at every step).  Cached tensors are shared: do not modify them in place.
     """
     if tiles_per_batch < 1:
         raise ValueError("tiles_per_batch must be >= 1")
@@ -183,6 +213,7 @@ def tiled_map(
     boxes = tile_grid(h, w, tile, stride)
     if len(boxes) == 1:  # one tile covering everything: no blending, exactly fn(x)
         return fn(x, boxes).to(accumulate_dtype)
+    cache: WeightCache = {} if weight_cache is None else weight_cache
     acc: TileAccumulator | None = None
     for i in range(0, len(boxes), tiles_per_batch):
         group = boxes[i : i + tiles_per_batch]
@@ -201,7 +232,11 @@ def tiled_map(
             )
         for j, box in enumerate(group):
             piece = out[j * b : (j + 1) * b]
-            wt = weight_fn(piece.shape[-2], piece.shape[-1], dtype=accumulate_dtype, device=out.device)
+            ph, pw = piece.shape[-2], piece.shape[-1]
+            key = (weight_fn, ph, pw, accumulate_dtype, str(out.device))
+            wt = cache.get(key)
+            if wt is None:
+                wt = cache[key] = weight_fn(ph, pw, dtype=accumulate_dtype, device=out.device)
             acc.add(piece, box.top * scale, box.left * scale, wt)
     assert acc is not None
     return acc.result()

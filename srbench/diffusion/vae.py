@@ -41,7 +41,8 @@ def vae_encode(
     """Scaled latent of ``image`` (in [-1,1]): a posterior sample drawn with ``generator``
     (``sample=True``, as InvSR and StableSR do) or the posterior mode."""
     scale, shift = latent_scale(vae)
-    dist = vae.encode(image.to(device=vae.device, dtype=vae.dtype)).latent_dist
+    p = next(vae.parameters())  # not vae.device/.dtype: diffusers walks every submodule per read
+    dist = vae.encode(image.to(device=p.device, dtype=p.dtype)).latent_dist
     z = dist.sample(generator=generator) if sample else dist.mode()
     return (z - shift) * scale
 
@@ -49,5 +50,6 @@ def vae_encode(
 def vae_decode(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Image in [-1,1] (unclamped) from scaled latents."""
     scale, shift = latent_scale(vae)
-    z = latents.to(device=vae.device, dtype=vae.dtype) / scale + shift
+    p = next(vae.parameters())
+    z = latents.to(device=p.device, dtype=p.dtype) / scale + shift
     return vae.decode(z).sample

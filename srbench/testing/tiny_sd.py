@@ -22,6 +22,19 @@ import torch
 
 from srbench.testing import mark_random_weights
 
+#: the real SD 2.x / SD-Turbo ``text_encoder/config.json`` sizes (OpenCLIP ViT-H/14 text tower, 340 M
+#: params), for full-size random stand-ins (shape checks, timings)
+SD2_TEXT_ENCODER_SIZES: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 1024,
+}
+
 #: SD-Turbo's scheduler config (HF stabilityai/sd-turbo scheduler/scheduler_config.json)
 SD_TURBO_SCHEDULER: dict[str, Any] = {
     "beta_end": 0.012,
