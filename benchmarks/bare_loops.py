@@ -326,7 +326,7 @@ def bare_dossr(method: Any, lr: torch.Tensor, steps: int, generator: torch.Gener
 
 # ---- StableSR -----------------------------------------------------------------------------------------
 def _stablesr_plan(method: Any, steps: int) -> dict[str, Any]:
-    from diffusers import DDPMScheduler
+    from methods.stablesr.sampler import train_scheduler
 
     if method.sampler_name != "ddpm" or method.init_latent != "noise":
         raise NotImplementedError("bare stablesr: sampler=ddpm, init_latent=noise only")
@@ -340,15 +340,7 @@ def _stablesr_plan(method: Any, steps: int) -> dict[str, Any]:
         taus.append(round(cur))
         cur += stride
     taus = taus[::-1]
-    sched = DDPMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="epsilon",
-        variance_type="fixed_small",
-        clip_sample=False,
-    )
+    sched = train_scheduler()  # the diffusers DDPMScheduler with SD 2.1's training betas
     unet = method.sft_unet.unet
     modules = dict(unet.named_modules())
     sft = [

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 import srbench
 from srbench.diffusion.tiling import (
     TileBox,
+    WeightCache,
     gaussian_weights_cv2,
     gaussian_weights_mixture,
     tile_grid,
@@ -286,7 +287,7 @@ def bench_blend_512(args: argparse.Namespace, device: torch.device) -> list[Row]
     def stub(_tiles: torch.Tensor, group: list[TileBox]) -> torch.Tensor:
         return torch.cat([hr[(b.top, b.left)] for b in group])
 
-    def srb(dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    def srb(dtype: torch.dtype, weight_cache: WeightCache | None = None) -> Callable[[], torch.Tensor]:
         return lambda: tiled_map(
             lr,
             stub,
@@ -296,6 +297,7 @@ def bench_blend_512(args: argparse.Namespace, device: torch.device) -> list[Row]
             weight_fn=gaussian_weights_cv2,
             tiles_per_batch=bs,
             accumulate_dtype=dtype,
+            weight_cache=weight_cache,
         )
 
     res = race(
@@ -303,17 +305,7 @@ def bench_blend_512(args: argparse.Namespace, device: torch.device) -> list[Row]
             "official": lambda: official_style_chop_blend(lr, stub_official, pch, stride, sf, bs),
             "fp64": srb(torch.float64),
             "fp32": srb(torch.float32),
-            "fp64_nocache": lambda: tiled_map(
-                lr,
-                stub,
-                tile=pch,
-                stride=stride,
-                scale=sf,
-                weight_fn=gaussian_weights_cv2,
-                tiles_per_batch=bs,
-                accumulate_dtype=torch.float64,
-                weight_cache=_NoCache(),
-            ),
+            "fp64_nocache": srb(torch.float64, _NoCache()),
         },
         args.repeats,
         device,

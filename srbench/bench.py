@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from srbench.allocator import malloc_trim
 from srbench.interface import SRBenchError, SRMethod
 from srbench.timing import StageTimer
 
@@ -109,6 +110,23 @@ def compile_denoisers(modules: dict[str, torch.nn.Module], mode: str | None) -> 
     return compiled
 
 
+def apply_speed(
+    method: SRMethod,
+    *,
+    attention: str = "default",
+    channels_last: bool = False,
+    compile: bool = False,
+    compile_mode: str | None = None,
+) -> dict[str, list[str]]:
+    """The speed settings on a loaded method's networks; returns the models each one touched."""
+    modules = method_modules(method)
+    return {
+        "attention_models": set_attention(modules, attention),
+        "channels_last_models": set_channels_last(modules) if channels_last else [],
+        "compiled_models": compile_denoisers(modules, compile_mode) if compile else [],
+    }
+
+
 # ---- memory ----------------------------------------------------------------------------------------
 def _proc_status_mb(field_name: str) -> float | None:
     try:
@@ -117,16 +135,6 @@ def _proc_status_mb(field_name: str) -> float | None:
         return None
     m = re.search(rf"^{field_name}:\s+(\d+)\s+kB", text, re.MULTILINE)
     return int(m.group(1)) / 1024 if m else None
-
-
-def _malloc_trim() -> None:
-    """glibc keeps freed memory resident; ``malloc_trim(0)`` returns it to the OS (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class MemoryProbe:
@@ -144,7 +152,7 @@ class MemoryProbe:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._before = torch.cuda.memory_allocated(self.device) / 2**20
         else:
-            _malloc_trim()  # give freed heap pages back, so RSS is what is really held
+            malloc_trim()  # give freed heap pages back, so RSS is what is really held
             with contextlib.suppress(OSError):  # Linux: reset VmHWM to the current RSS
                 Path("/proc/self/clear_refs").write_text("5")
             self._before = _proc_status_mb("VmRSS") or 0.0
@@ -160,16 +168,10 @@ class MemoryProbe:
 
 # ---- the input ---------------------------------------------------------------------------------------
 def bench_image(size: int, batch: int = 1) -> torch.Tensor:
-    """A real photo (scikit-image's astronaut, or a gradient if absent) as (batch,3,size,size) in [0,1]."""
-    try:
-        from skimage import data
+    """A real photo (scikit-image's astronaut) as (batch,3,size,size) in [0,1]."""
+    from skimage import data
 
-        img = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float().div(255)[None]
-    except Exception:  # pragma: no cover - scikit-image is a dependency
-        g = torch.linspace(0, 1, 512)
-        img = torch.stack(
-            [g[None].expand(512, 512), g[:, None].expand(512, 512), g.flip(0)[None].expand(512, 512)]
-        )[None]
+    img = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float().div(255)[None]
     img = torch.nn.functional.interpolate(
         img, size=(size, size), mode="bicubic", antialias=True, align_corners=False
     )
@@ -247,10 +249,13 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         method.load(device, dtype)
         load_s = time.perf_counter() - t0
-        modules = method_modules(method)
-        attention = set_attention(modules, settings.attention)
-        channels_last = set_channels_last(modules) if settings.channels_last else []
-        compiled = compile_denoisers(modules, settings.compile_mode) if settings.compile else []
+        touched = apply_speed(
+            method,
+            attention=settings.attention,
+            channels_last=settings.channels_last,
+            compile=settings.compile,
+            compile_mode=settings.compile_mode,
+        )
         info = method.weights_info()
         timer = StageTimer(device)
         probe = MemoryProbe(device)
@@ -305,12 +310,12 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
                     "device_name": _device_name(device),
                     "dtype": dtype_name(dtype),
                     "attention": settings.attention,
-                    "attention_models": attention,
+                    "attention_models": touched["attention_models"],
                     "channels_last": settings.channels_last,
-                    "channels_last_models": channels_last,
+                    "channels_last_models": touched["channels_last_models"],
                     "compile": settings.compile,
                     "compile_mode": settings.compile_mode,
-                    "compiled_models": compiled,
+                    "compiled_models": touched["compiled_models"],
                     "cudnn_benchmark": settings.cudnn_benchmark if device.type == "cuda" else None,
                     "lr_tile": settings.lr_tile,
                     "lr_tile_overlap": settings.lr_tile_overlap if settings.lr_tile else None,

@@ -60,9 +60,6 @@ class SRMethod(abc.ABC):
     def __init__(self, **options: Any) -> None:
         self.options = options
         # generic LR tiling (any method): bounded memory on large inputs, see :meth:`set_lr_tiling`
-        self.lr_tile: int | None = None
-        self.lr_tile_overlap = 32
-        self.lr_tile_batch = 1
         self.set_lr_tiling(
             options.pop("lr_tile", None), options.pop("lr_tile_overlap", 32), options.pop("lr_tile_batch", 1)
         )

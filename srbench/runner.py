@@ -98,16 +98,11 @@ def _get_method(
 ) -> SRMethod:
     key = json.dumps([method_cfg, str(device), str(dtype), speed], sort_keys=True)
     if key not in _METHODS:
-        from srbench.bench import compile_denoisers, method_modules, set_attention, set_channels_last
+        from srbench.bench import apply_speed
 
         method = create_method(method_cfg)
         method.load(device, dtype)
-        modules = method_modules(method)
-        set_attention(modules, speed["attention"])
-        if speed["channels_last"]:
-            set_channels_last(modules)
-        if speed["compile"]:
-            compile_denoisers(modules, speed["compile_mode"])
+        apply_speed(method, **speed)
         _METHODS[key] = method
     return _METHODS[key]
 
