@@ -65,8 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.drop_after is not None:  # a dropped connection: part of the promised bytes
             part, self.server.drop_after = part[: self.server.drop_after], None
             self.close_connection = True
-        self.wfile.write(part)
+        # counted before the write: the client may return (and the test read this) as soon as it has the bytes
         self.server.bytes_sent += len(part)
+        self.wfile.write(part)
 
     def log_message(self, *args: Any) -> None:
         pass
