@@ -248,6 +248,9 @@ def _run_claimed(
     lock: CellLock,
 ) -> CellOutcome:
     plain, protocol, device, dtype = setup.plain, setup.protocol, setup.device, setup.dtype
+    for folder in (run_dir, run_dir / "images"):  # temp files of writes a kill cut short (the cell is ours)
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
     plog = PerImageLog(run_dir / PER_IMAGE_LOG)
     change = reconcile_dataset(run_dir, stored, fingerprint, plog)
     history = list((stored or {}).get("dataset_changes") or []) + ([change] if change else [])

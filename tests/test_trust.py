@@ -198,3 +198,53 @@ def test_summary_intervals_are_student_t_and_n_counts_finite_values() -> None:
     half = st.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
     assert psnr["ci95"] == pytest.approx(half)
     assert psnr["mean"] == pytest.approx(np.mean(values))
+
+
+# ---------------------------------------------------------------- kill -9 anywhere
+
+
+def test_kill_9_at_random_points_of_a_sweep_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """A bounded loop of SIGKILLs at random moments of a real sweep (bicubic and Real-ESRGAN, two seeds
+    each), then one run to the end: every cell holds each image exactly once."""
+    import random
+    import signal
+
+    n = 5
+    _data(tmp_path / "data", n)
+    cmd = [c for c in _cmd(tmp_path, "seed=0,1", "save_images=true") if c != "method=bicubic"]
+    cmd.insert(4, "method=bicubic,realesrgan")
+    rng = random.Random(14)
+
+    def rows() -> int:
+        return sum(len(PerImageLog(p).rows()) for p in (tmp_path / "runs").rglob("per_image.jsonl"))
+
+    kills = 0
+    for _ in range(3):
+        target = rows() + rng.randint(1, 6)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.time() + 180
+        while proc.poll() is None and rows() < target and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.05))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2, "the sweep ended before it could be killed"
+    final = _run(cmd)
+    assert final.returncode == 0, (final.stdout + final.stderr)[-3000:]
+    cells = _cells(tmp_path / "runs")
+    assert len(cells) == 4
+    for cell in cells:
+        summary = json.loads((cell / "summary.json").read_text())
+        assert summary["status"] == "done" and summary["n_ok"] == n, cell
+        ids = [r["id"] for r in PerImageLog(cell / "per_image.jsonl").rows()]
+        assert sorted(ids) == [f"im{i}" for i in range(n)], (cell, ids)  # none lost, none twice
+        assert len((cell / "per_image.jsonl").read_text().splitlines()) == n  # no torn or extra line kept
+        assert sorted(p.name for p in (cell / "images").iterdir()) == [f"im{i}.png" for i in range(n)]
+        assert not list(cell.glob(".*")), list(cell.glob(".*"))  # no lock, no temp file left
+    board = tmp_path / "runs" / "leaderboard.md"
+    assert _run([sys.executable, "-m", "srbench.cli", "leaderboard", str(tmp_path / "runs")]).returncode == 0
+    assert board.read_text().count("| 0,1 |") == 2  # bicubic and realesrgan, each over both seeds
