@@ -244,20 +244,22 @@ def _display(label: str, options: str) -> str:
 
 def _per_image(run_dir: str, metrics: Sequence[str]) -> pd.DataFrame | None:
     """The ok rows of a cell's per_image.csv: metric columns indexed by image id (None when absent)."""
-    path = Path(run_dir) / PER_IMAGE_CSV
+    wanted = {"id", "status", *metrics}
     try:
-        head = pd.read_csv(path, nrows=0).columns
-        cols = [c for c in ("id", "status", *metrics) if c in head]
-        df = pd.read_csv(path, usecols=cols, dtype={"id": str})
+        df = pd.read_csv(Path(run_dir) / PER_IMAGE_CSV, usecols=lambda c: c in wanted, dtype={"id": str})
     except (OSError, ValueError, pd.errors.ParserError):
         return None
     if "id" not in df:
         return None
     if "status" in df:
-        df = df[df["status"] == "ok"]
-    out = df.set_index("id").drop(columns=["status"], errors="ignore")
-    out = out[~out.index.duplicated(keep="first")]
-    return out.apply(pd.to_numeric, errors="coerce")
+        df = df[df["status"] == "ok"].drop(columns="status")
+    df = df.set_index("id")
+    if not df.index.is_unique:
+        df = df[~df.index.duplicated(keep="first")]
+    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        df[bad] = df[bad].apply(pd.to_numeric, errors="coerce")
+    return df
 
 
 def build_board(cells: pd.DataFrame, lower_better: dict[str, bool]) -> tuple[pd.DataFrame, dict[str, Table]]:
@@ -361,6 +363,23 @@ def _scores(row: pd.Series, metrics: list[str], cache: dict[str, pd.DataFrame | 
     return pd.concat(frames).groupby(level=0).mean()
 
 
+def _pvalues(m: str, best: Any, others: list[Any], scores: Mapping[Any, pd.DataFrame | None]) -> np.ndarray:
+    """Raw paired p-values of ``others`` against ``best`` on metric ``m``, aligned by image id (one
+    vectorised test; NaN where a row has no per-image scores)."""
+    raw = np.full(len(others), np.nan)
+    b = scores.get(best)
+    have = [k for k, i in enumerate(others) if (o := scores.get(i)) is not None and m in o]
+    if b is None or m not in b or not have:
+        return raw
+    cols = [b[m]] + [scores[others[k]][m] for k in have]  # type: ignore[index]
+    if all(c.index.equals(cols[0].index) for c in cols[1:]):
+        matrix = np.vstack([c.to_numpy(dtype=np.float64) for c in cols])
+    else:  # images missing from some rows: align on ids (NaN = left out of that comparison)
+        matrix = pd.concat(cols, axis=1, keys=range(len(cols))).to_numpy(dtype=np.float64).T
+    raw[have] = paired_pvalues(matrix[0], matrix[1:])
+    return raw
+
+
 def _test_and_rank(board: pd.DataFrame, metrics: list[str], lower_better: dict[str, bool]) -> pd.DataFrame:
     board = board.copy()
     cache: dict[str, pd.DataFrame | None] = {}
@@ -388,15 +407,7 @@ def _test_and_rank(board: pd.DataFrame, metrics: list[str], lower_better: dict[s
                 continue
             best = valid.idxmin() if lower_better[m] else valid.idxmax()
             others = [i for i in valid.index if i != best]
-            raw = np.full(len(others), np.nan)
-            b = scores.get(best)
-            if b is not None and m in b:
-                for k, i in enumerate(others):
-                    o = scores.get(i)
-                    if o is None or m not in o:
-                        continue
-                    ids = b.index.intersection(o.index)
-                    raw[k] = paired_pvalues(b.loc[ids, m].to_numpy(), o.loc[ids, m].to_numpy()[None, :])[0]
+            raw = _pvalues(m, best, others, scores)
             adjusted = holm(raw)
             board.loc[others, f"{m}_p_raw"] = raw
             board.loc[others, f"{m}_p"] = adjusted
