@@ -182,3 +182,15 @@ def test_a_cell_measured_in_another_precision_is_refused(tmp_path: Path) -> None
     ident = CellIdentity.from_config(cell_config(_cfg(data)), {"precision": "fp16", "device": "cuda:H100"})
     with pytest.raises(CellRefused, match=r"runtime.precision: \"fp32\" -> \"fp16\""):
         check_claim(tmp_path / "run", ident)
+
+
+def test_temp_files_of_a_killed_write_are_removed_when_the_cell_is_claimed(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    run_cell(_cfg(data), tmp_path / "run")
+    for stray in (
+        tmp_path / "run" / ".summary.json.k9x1.tmp",
+        tmp_path / "run" / "images" / ".img0.png.a1.tmp",
+    ):
+        stray.write_bytes(b"half a file")
+    assert run_cell(_cfg(data), tmp_path / "run").status == "already_done"
+    assert not list((tmp_path / "run").rglob(".*.tmp"))
