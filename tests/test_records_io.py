@@ -101,9 +101,25 @@ def test_a_config_error_leaves_nothing_behind(tmp_path: Path, over: dict) -> Non
     assert run_cell(_cfg(data), tmp_path / "run").status == "done"  # the corrected command runs
 
 
+def _private_tar(path: Path) -> Path:
+    """A tar whose folder is 0700 and whose image is 0600 (as packed on a private machine)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tf:
+        d = tarfile.TarInfo("HR")
+        d.type, d.mode = tarfile.DIRTYPE, 0o700
+        tf.addfile(d)
+        f = tarfile.TarInfo("HR/a.png")
+        f.size, f.mode = 3, 0o600
+        tf.addfile(f, io.BytesIO(b"png"))
+    return path
+
+
 def test_every_file_written_follows_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from srbench import weights as W
     from srbench.atomic import atomic_write_bytes
+    from srbench.data.fetch import safe_extract
 
     old = os.umask(0o002)  # a shared group on a cluster: files should come out rw-rw-r--
     try:
@@ -119,10 +135,12 @@ def test_every_file_written_follows_the_umask(tmp_path: Path, monkeypatch: pytes
 
         est, enc = _trained_like_pair()
         ckpt = save_checkpoint(tmp_path / "ckpt", estimator=est, encoder=enc, config=DMSRConfig())
+        extracted = safe_extract(_private_tar(tmp_path / "set.tar"), tmp_path / "set")
     finally:
         os.umask(old)
     written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
-    written += [tmp_path / "x" / "atomic.bin", got, *ckpt.iterdir()]
+    written += [tmp_path / "x" / "atomic.bin", got, *ckpt.iterdir(), *extracted]
+    assert stat.S_IMODE((tmp_path / "set" / "HR").stat().st_mode) == 0o775  # the archive said 0700
     assert {"summary.json", "cell.json", "fingerprint.json", "per_image.csv", "img0.png"} <= {
         p.name for p in written
     }
