@@ -52,7 +52,7 @@ def _hydra_app() -> None:
         single = hc.mode == RunMode.RUN
         _assign_gpu(cfg, int(hc.job.num) if not single else 0)
         out_dir = Path(cfg.out_dir).resolve()
-        run_dir, cell = None, f"job {hc.job.num}" if not single else "job"
+        run_dir, cell = None, " ".join(hc.overrides.task) or "(defaults)"  # until the cell is known
         try:
             # the cell's directory derives from its identity (srbench/identity.py); Hydra's own output
             # folder only holds its logs, so no invocation writes into a cell before run_cell claims it

@@ -252,15 +252,7 @@ def _run_claimed(
         for tmp in folder.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
     plog = PerImageLog(run_dir / PER_IMAGE_LOG)
-    change = reconcile_dataset(run_dir, stored, fingerprint, plog)
-    history = list((stored or {}).get("dataset_changes") or []) + ([change] if change else [])
-    cell["dataset_changes"] = history
-    write_json(run_dir / FINGERPRINT_FILE, fingerprint.to_json())
-    write_cell(
-        run_dir, {**ident.record(), "dataset_fingerprint": fingerprint.brief(), "dataset_changes": history}
-    )
-    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(plain)))
-
+    change = reconcile_dataset(run_dir, stored, fingerprint, plog)  # drops the summary if images changed
     summary_path = run_dir / SUMMARY
     if summary_path.is_file():
         try:
@@ -269,7 +261,13 @@ def _run_claimed(
             summary = {}
         if isinstance(summary, dict) and summary.get("status") in ("done", "skipped"):
             log.info("cell already finished: %s (%s)", run_dir, summary["status"])
-            return CellOutcome("already_done", run_dir, summary)
+            return CellOutcome("already_done", run_dir, summary)  # nothing (re)written
+    history = list((stored or {}).get("dataset_changes") or []) + ([change] if change else [])
+    cell["dataset_changes"] = history
+    write_json(run_dir / FINGERPRINT_FILE, fingerprint.to_json())
+    record = {**ident.record(), "dataset_fingerprint": fingerprint.brief(), "dataset_changes": history}
+    write_cell(run_dir, record)
+    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(plain)))
 
     steps = int(plain["steps"])
     method_cfg = dict(plain["method"])

@@ -97,7 +97,8 @@ class SweepCallback(Callback):
             if (cell / "summary.json").is_file():
                 cells.append(cell)
             else:
-                extra.append({"status": o["status"], "reason": o.get("reason", ""), "run_dir": str(cell)})
+                where = str(cell) if cell.is_dir() else o["cell"]  # a config error: the job's overrides
+                extra.append({"status": o["status"], "reason": o.get("reason", ""), "run_dir": where})
         if cells or extra:
             self._sweep_leaderboard(config, sid, sorted(set(cells)), extra)
 

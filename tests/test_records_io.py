@@ -212,3 +212,22 @@ def test_temp_files_of_a_killed_write_are_removed_when_the_cell_is_claimed(tmp_p
         stray.write_bytes(b"half a file")
     assert run_cell(_cfg(data), tmp_path / "run").status == "already_done"
     assert not list((tmp_path / "run").rglob(".*.tmp"))
+
+
+def test_rerunning_a_finished_cell_writes_nothing(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=2)
+    run_cell(_cfg(data), tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")}
+    # settings that are not part of the cell's identity do not make another cell, nor touch this one
+    out = run_cell(_cfg(data, save_images=False, retry_failed=True), tmp_path / "run")
+    assert out.status == "already_done" and Counting.calls == 2
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_a_missing_data_folder_leaves_nothing_behind(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "data", n=1)
+    cfg = _cfg(data)
+    cfg["dataset"] = {**cfg["dataset"], "lr_dir": str(tmp_path / "nowhere")}
+    with pytest.raises(SRBenchError, match="nowhere: folder not found"):
+        run_cell(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
