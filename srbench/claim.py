@@ -17,12 +17,13 @@ from typing import Any
 from srbench.fingerprint import FINGERPRINT_FILE, Changes, Fingerprint, compare, read_fingerprint
 from srbench.identity import CellIdentity, differences, from_legacy
 from srbench.interface import SRBenchError
-from srbench.records import PER_IMAGE_CSV, PER_IMAGE_LOG, SUMMARY, PerImageLog, write_json
+from srbench.records import CONFIG, PER_IMAGE_CSV, PER_IMAGE_LOG, SUMMARY, PerImageLog, write_json
 
 log = logging.getLogger("srbench")
 
 CELL = "cell.json"
-RECORDS = (PER_IMAGE_LOG, PER_IMAGE_CSV, SUMMARY, CELL, FINGERPRINT_FILE)
+#: what ``overwrite=true`` removes (with ``images/``)
+RECORDS = (PER_IMAGE_LOG, PER_IMAGE_CSV, SUMMARY, CELL, FINGERPRINT_FILE, CONFIG, "per_image.rejected.jsonl")
 
 
 class CellRefused(SRBenchError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -76,21 +77,18 @@ def _snapshot(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- 1. refusals write nothing; no collisions
 
 
-def test_a_seed_sweep_gives_one_finished_cell_per_seed(tmp_path: Path) -> None:
+def test_a_sweep_over_seeds_and_a_method_option_gives_one_finished_cell_each(tmp_path: Path) -> None:
     _data(tmp_path / "data", 2)
-    res = _run(_cmd(tmp_path, "seed=0,1,2"))
+    res = _run(_cmd(tmp_path, "method.name=slow_nearest", "seed=0,1", "+method.delay=0.0,0.001"))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     summaries = [json.loads((c / "summary.json").read_text()) for c in _cells(tmp_path / "runs")]
-    assert sorted(s["seed"] for s in summaries) == [0, 1, 2]
-    assert [s["status"] for s in summaries] == ["done"] * 3
-
-
-def test_a_sweep_over_a_method_option_never_collides(tmp_path: Path) -> None:
-    _data(tmp_path / "data", 2)
-    res = _run(_cmd(tmp_path, "method.name=slow_nearest", "+method.delay=0.0,0.001"))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    summaries = [json.loads((c / "summary.json").read_text()) for c in _cells(tmp_path / "runs")]
-    assert [s["status"] for s in summaries] == ["done", "done"]
+    assert sorted((s["seed"], s["options"].get("method.delay")) for s in summaries) == [
+        (0, 0.0),
+        (0, 0.001),
+        (1, 0.0),
+        (1, 0.001),
+    ]
+    assert [s["status"] for s in summaries] == ["done"] * 4
 
 
 def test_a_refused_rerun_writes_nothing_into_the_cell(tmp_path: Path) -> None:
@@ -113,8 +111,8 @@ def test_a_second_process_on_a_running_cell_is_refused_or_waits(tmp_path: Path) 
     _data(tmp_path / "data", 4)
     started, hold = tmp_path / "started", tmp_path / "hold"
     hold.touch()  # the first process holds its cell until the test removes this file
-    cmd = _cmd(tmp_path, "method.name=slow_nearest", f"+method.started={started}", f"+method.hold={hold}")
-    cmd.remove("-m")  # single runs: all three processes ask for the same cell
+    over = ("method.name=slow_nearest", f"+method.started={started}", f"+method.hold={hold}")
+    cmd = _cmd(tmp_path, *over, multirun=False)  # single runs: all three processes ask for the same cell
     first = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     waiter = None
     try:
@@ -146,11 +144,15 @@ def test_a_second_process_on_a_running_cell_is_refused_or_waits(tmp_path: Path) 
 # ---------------------------------------------------------------- 3. datasets are fingerprinted
 
 
-def test_a_changed_dataset_folder_is_detected_and_valid_rows_are_kept(tmp_path: Path) -> None:
+def test_a_changed_dataset_folder_is_detected_and_valid_rows_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from srbench.runner import run_cell
+    from tests.test_runner import _cfg
+
     data = _data(tmp_path / "data", 4)
-    first = _run(_cmd(tmp_path, multirun=False))
-    assert first.returncode == 0
-    (cell,) = _cells(tmp_path / "runs")
+    cfg, cell = _cfg(data, method="bicubic", metrics={"names": ["psnr"]}), tmp_path / "cell"
+    assert run_cell(cfg, cell).status == "done"
     old = {r["id"]: r for r in PerImageLog(cell / "per_image.jsonl").rows()}
     old_summary = json.loads((cell / "summary.json").read_text())
     # im0 removed, im1 modified (new HR and LR), im9 added
@@ -161,18 +163,20 @@ def test_a_changed_dataset_folder_is_detected_and_valid_rows_are_kept(tmp_path: 
     for name in ("im1", "im9"):
         Image.fromarray(hr).save(data / "HR" / f"{name}.png")
         Image.fromarray(np.ascontiguousarray(hr[::4, ::4])).save(data / "LR" / f"{name}.png")
-    res = _run(_cmd(tmp_path, multirun=False))
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-2000:]
-    assert "already_done" not in res.stdout
-    assert "1 added" in out and "1 removed" in out and "1 modified" in out
+    with caplog.at_level(logging.WARNING, logger="srbench"):
+        out = run_cell(cfg, cell)
+    assert out.status == "done"  # not "already_done" with the old images
+    assert "1 added (im9); 1 removed (im0); 1 modified (im1)" in caplog.text
     rows = {r["id"]: r for r in PerImageLog(cell / "per_image.jsonl").rows()}
     assert sorted(rows) == ["im1", "im2", "im3", "im9"]
     assert rows["im2"] == old["im2"] and rows["im3"] == old["im3"]  # still valid: kept, not recomputed
     assert rows["im1"]["psnr"] != old["im1"]["psnr"]
+    assert sorted(p.name for p in (cell / "images").iterdir()) == ["im1.png", "im2.png", "im3.png", "im9.png"]
     summary = json.loads((cell / "summary.json").read_text())
     assert summary["dataset_fingerprint"]["sha256"] != old_summary["dataset_fingerprint"]["sha256"]
-    assert summary["dataset_changes"][-1]["added"] == ["im9"]
+    assert summary["dataset_fingerprint"]["n_images"] == 4 and summary["n_ok"] == 4
+    change = summary["dataset_changes"][-1]
+    assert (change["added"], change["removed"], change["modified"]) == (["im9"], ["im0"], ["im1"])
 
 
 # ---------------------------------------------------------------- 4. statistics
@@ -245,6 +249,7 @@ def test_kill_9_at_random_points_of_a_sweep_loses_and_duplicates_nothing(tmp_pat
         assert len((cell / "per_image.jsonl").read_text().splitlines()) == n  # no torn or extra line kept
         assert sorted(p.name for p in (cell / "images").iterdir()) == [f"im{i}.png" for i in range(n)]
         assert not list(cell.glob(".*")), list(cell.glob(".*"))  # no lock, no temp file left
-    board = tmp_path / "runs" / "leaderboard.md"
-    assert _run([sys.executable, "-m", "srbench.cli", "leaderboard", str(tmp_path / "runs")]).returncode == 0
-    assert board.read_text().count("| 0,1 |") == 2  # bicubic and realesrgan, each over both seeds
+    from srbench.leaderboard import write_leaderboard
+
+    _, _, md = write_leaderboard([tmp_path / "runs"], plots=False)
+    assert md.count("| 0,1 |") == 2  # bicubic and realesrgan, each over both seeds
