@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,24 +244,52 @@ def _display(label: str, options: str) -> str:
     return label + (f" ({', '.join(shown)})" if shown else "")
 
 
-def _per_image(run_dir: str, metrics: Sequence[str]) -> pd.DataFrame | None:
-    """The ok rows of a cell's per_image.csv: metric columns indexed by image id (None when absent)."""
-    wanted = {"id", "status", *metrics}
+@dataclass
+class _Scores:
+    """Per-image scores of a cell (or a row's seed means): image ids and one float array per metric."""
+
+    ids: tuple[str, ...]
+    values: dict[str, np.ndarray]
+
+
+def _per_image(run_dir: str, metrics: Sequence[str]) -> _Scores | None:
+    """The ok rows of a cell's per_image.csv, only the wanted columns (None when absent or unreadable)."""
     try:
-        df = pd.read_csv(Path(run_dir) / PER_IMAGE_CSV, usecols=lambda c: c in wanted, dtype={"id": str})
-    except (OSError, ValueError, pd.errors.ParserError):
+        with open(Path(run_dir) / PER_IMAGE_CSV, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            head = next(reader)
+            at = {c: i for i, c in enumerate(head)}
+            if "id" not in at:
+                return None
+            ok = at.get("status")
+            wanted = [(m, at[m]) for m in metrics if m in at]
+            rows = [r for r in reader if len(r) == len(head) and (ok is None or r[ok] == "ok")]
+    except (OSError, StopIteration, UnicodeDecodeError, csv.Error):
         return None
-    if "id" not in df:
-        return None
-    if "status" in df:
-        df = df[df["status"] == "ok"].drop(columns="status")
-    df = df.set_index("id")
-    if not df.index.is_unique:
-        df = df[~df.index.duplicated(keep="first")]
-    bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        df[bad] = df[bad].apply(pd.to_numeric, errors="coerce")
-    return df
+    ids = [r[at["id"]] for r in rows]
+    values = {}
+    for m, j in wanted:
+        try:
+            values[m] = np.array([r[j] or "nan" for r in rows], dtype=np.float64)
+        except ValueError:  # a stray non-number: that image counts as missing
+            values[m] = pd.to_numeric(pd.Series([r[j] for r in rows]), errors="coerce").to_numpy(np.float64)
+    if len(set(ids)) != len(ids):  # a damaged table: the first row of each image
+        first = sorted({i: k for k, i in reversed(list(enumerate(ids)))}.values())
+        ids = [ids[k] for k in first]
+        values = {m: v[first] for m, v in values.items()}
+    return _Scores(tuple(ids), values)
+
+
+def _aligned(scores: Sequence[_Scores], m: str) -> np.ndarray:
+    """(len(scores), images) matrix of metric ``m`` on the union of image ids (NaN where one is missing)."""
+    if all(s.ids == scores[0].ids for s in scores[1:]):
+        return np.vstack([s.values[m] for s in scores])
+    ids = list(dict.fromkeys(i for s in scores for i in s.ids))
+    pos = {i: k for k, i in enumerate(ids)}
+    out = np.full((len(scores), len(ids)), np.nan)
+    for r, s in enumerate(scores):
+        out[r, [pos[i] for i in s.ids]] = s.values[m]
+    return out
 
 
 def build_board(cells: pd.DataFrame, lower_better: dict[str, bool]) -> tuple[pd.DataFrame, dict[str, Table]]:
@@ -284,8 +314,11 @@ def build_board(cells: pd.DataFrame, lower_better: dict[str, bool]) -> tuple[pd.
                 "%d duplicate cell(s) found (copied run dirs?); keeping the last of each", int(dup.sum())
             )
             done = done[~dup]
-        for _, g in done.groupby(["table", "label", "variant", "steps", "weights"], sort=False, dropna=False):
-            rows.append(_row(g, metrics))
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for rec in done.to_dict("records"):
+            key = tuple(rec[k] for k in ("table", "label", "variant", "steps", "weights"))
+            groups.setdefault(key, []).append(rec)
+        rows = [_row(g, metrics) for g in groups.values()]
     board = pd.DataFrame(rows)
     if not board.empty:
         board = _test_and_rank(board, metrics, lower_better)
@@ -307,10 +340,16 @@ def build_board(cells: pd.DataFrame, lower_better: dict[str, bool]) -> tuple[pd.
     return board, tables
 
 
-def _row(g: pd.DataFrame, metrics: list[str]) -> dict[str, Any]:
+def _num(values: Iterable[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _row(cells: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
     """One leaderboard row from the cells of one (table, label, variant, steps, weights), one per seed."""
-    g = g.sort_values("seed", na_position="first", kind="stable")
-    first = g.iloc[0]
+    cells = sorted(cells, key=lambda c: (not _present(c.get("seed")), c.get("seed") or 0))
+    first = cells[0]
+    seeds = [c.get("seed") for c in cells]
+    images, failed = _num(c.get("images") for c in cells), _num(c.get("failed") for c in cells)
     row: dict[str, Any] = {
         "table": first["table"],
         "status": "done",
@@ -322,67 +361,71 @@ def _row(g: pd.DataFrame, metrics: list[str]) -> dict[str, Any]:
         "variant": first["variant"],
         "options": first["options"],
         "steps": int(first["steps"]),
-        "seeds": ",".join(_n(s) for s in g["seed"]) if g["seed"].notna().any() else "",
-        "n_seeds": len(g),
+        "seeds": ",".join(_n(s) for s in seeds) if any(_present(s) for s in seeds) else "",
+        "n_seeds": len(cells),
         "weights": first["weights"],
-        "images": int(g["images"].min()) if g["images"].notna().any() else None,
-        "failed": int(g["failed"].max()) if g["failed"].notna().any() else None,
-        "latency_median_s": g["latency_median_s"].median(),
-        "latency_p90_s": g["latency_p90_s"].median(),
-        "peak_mem_mb": g["peak_mem_mb"].max(),
+        "images": int(np.nanmin(images)) if np.isfinite(images).any() else None,
+        "failed": int(np.nanmax(failed)) if np.isfinite(failed).any() else None,
+        "latency_median_s": _nanstat(np.nanmedian, [c.get("latency_median_s") for c in cells]),
+        "latency_p90_s": _nanstat(np.nanmedian, [c.get("latency_p90_s") for c in cells]),
+        "peak_mem_mb": _nanstat(np.nanmax, [c.get("peak_mem_mb") for c in cells]),
         "device": first.get("device"),
         "dtype": first.get("dtype"),
         "fingerprint": first["fingerprint"],
         "n_set": first.get("n_set"),
-        "run_dir": ";".join(g["run_dir"]),
-        "_run_dirs": list(g["run_dir"]),
+        "run_dir": ";".join(c["run_dir"] for c in cells),
+        "_run_dirs": [c["run_dir"] for c in cells],
     }
     for m in metrics:
-        if m not in g:
-            continue
-        means = g[m]
-        row[m] = float(means.mean()) if means.notna().any() else np.nan
-        if len(g) == 1:
-            row[f"{m}_ci95"] = g[f"{m}_ci95"].iloc[0]
-            row[f"{m}_n"] = g[f"{m}_n"].iloc[0]
+        means = _num(c.get(m) for c in cells)
+        row[m] = _nanstat(np.nanmean, means)
+        if len(cells) == 1:
+            row[f"{m}_ci95"], row[f"{m}_n"] = first.get(f"{m}_ci95"), first.get(f"{m}_n")
         row[f"{m}_seed_sd"] = seed_sd(means.tolist())
     return row
 
 
-def _scores(row: pd.Series, metrics: list[str], cache: dict[str, pd.DataFrame | None]) -> pd.DataFrame | None:
+def _nanstat(fn: Any, values: Iterable[Any]) -> float:
+    arr = _num(values)
+    return float(fn(arr)) if np.isfinite(arr).any() else np.nan
+
+
+def _scores(row: pd.Series, metrics: list[str], cache: dict[str, _Scores | None]) -> _Scores | None:
     """Per-image scores of a row, averaged over its seeds (None when a cell has no per-image table)."""
-    frames = []
+    found = []
     for d in row["_run_dirs"]:
         if d not in cache:
             cache[d] = _per_image(d, metrics)
         if cache[d] is None:
             return None
-        frames.append(cache[d])
-    if len(frames) == 1:
-        return frames[0]
-    return pd.concat(frames).groupby(level=0).mean()
+        found.append(cache[d])
+    if len(found) == 1:
+        return found[0]
+    same = all(f.ids == found[0].ids for f in found)
+    ids = found[0].ids if same else tuple(dict.fromkeys(i for f in found for i in f.ids))
+    shared = [m for m in metrics if all(m in f.values for f in found)]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image no seed scored stays NaN
+        values = {m: np.nanmean(_aligned(found, m), axis=0) for m in shared}
+    return _Scores(ids, values)
 
 
-def _pvalues(m: str, best: Any, others: list[Any], scores: Mapping[Any, pd.DataFrame | None]) -> np.ndarray:
+def _pvalues(m: str, best: Any, others: list[Any], scores: Mapping[Any, _Scores | None]) -> np.ndarray:
     """Raw paired p-values of ``others`` against ``best`` on metric ``m``, aligned by image id (one
     vectorised test; NaN where a row has no per-image scores)."""
     raw = np.full(len(others), np.nan)
     b = scores.get(best)
-    have = [k for k, i in enumerate(others) if (o := scores.get(i)) is not None and m in o]
-    if b is None or m not in b or not have:
+    have = [k for k, i in enumerate(others) if (o := scores.get(i)) is not None and m in o.values]
+    if b is None or m not in b.values or not have:
         return raw
-    cols = [b[m]] + [scores[others[k]][m] for k in have]  # type: ignore[index]
-    if all(c.index.equals(cols[0].index) for c in cols[1:]):
-        matrix = np.vstack([c.to_numpy(dtype=np.float64) for c in cols])
-    else:  # images missing from some rows: align on ids (NaN = left out of that comparison)
-        matrix = pd.concat(cols, axis=1, keys=range(len(cols))).to_numpy(dtype=np.float64).T
+    matrix = _aligned([b, *(scores[others[k]] for k in have)], m)  # type: ignore[misc]
     raw[have] = paired_pvalues(matrix[0], matrix[1:])
     return raw
 
 
 def _test_and_rank(board: pd.DataFrame, metrics: list[str], lower_better: dict[str, bool]) -> pd.DataFrame:
     board = board.copy()
-    cache: dict[str, pd.DataFrame | None] = {}
+    cache: dict[str, _Scores | None] = {}
     for m in metrics:
         for col in (f"{m}_ci95", f"{m}_n", f"{m}_p", f"{m}_p_raw"):
             if col not in board:
@@ -398,8 +441,8 @@ def _test_and_rank(board: pd.DataFrame, metrics: list[str], lower_better: dict[s
         for i in group.index:  # several seeds: the interval of the per-image seed means
             if group.loc[i, "n_seeds"] > 1 and scores.get(i) is not None:
                 for m in metrics:
-                    if m in scores[i]:
-                        _, half, n = t_interval(scores[i][m].tolist())
+                    if m in scores[i].values:
+                        _, half, n = t_interval(scores[i].values[m])
                         board.loc[i, f"{m}_ci95"], board.loc[i, f"{m}_n"] = half, n
         for m in metrics:
             valid = group[m].dropna() if m in group else pd.Series(dtype=float)
