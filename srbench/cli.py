@@ -66,7 +66,7 @@ def _hydra_app() -> None:
             status, reason = "refused", str(exc)
         except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-        if status in ("failed", "refused"):
+        if status == "failed":  # a refusal is the one line printed below
             logging.getLogger("srbench").error("%s", reason)
         record_outcome(cfg.out_dir, {"cell": cell, "status": status, "reason": reason})
         print(f"[{status}] {run_dir or cell}" + (f": {reason}" if reason else ""), flush=True)
