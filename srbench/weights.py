@@ -24,12 +24,12 @@ import importlib
 import os
 import pkgutil
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srbench.atomic import temp_file_beside
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
 
@@ -194,8 +194,7 @@ def _verify(entry: WeightFile, path: Path) -> None:
 
 def _download_url(entry: WeightFile) -> Path:
     dest = weights_dir() / entry.subdir / entry.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(dest, suffix=".part")  # keeps the umask's mode once renamed
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(str(entry.url)) as resp:
             shutil.copyfileobj(resp, out, length=1 << 20)
