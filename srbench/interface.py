@@ -56,6 +56,10 @@ class SRMethod(abc.ABC):
     stages: ClassVar[tuple[str, ...]] = ()
     #: True when the method draws random numbers (diffusion); the runner then seeds per image
     stochastic: ClassVar[bool] = False
+    #: "srbench": the method computes its outputs here; "external": it returns SR images made elsewhere
+    #: (``precomputed``): the runner then records no latency, runs no warm-up and tells the method which
+    #: image comes next (see :class:`methods.precomputed.Precomputed`)
+    source: ClassVar[str] = "srbench"
 
     def __init__(self, **options: Any) -> None:
         self.options = options

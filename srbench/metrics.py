@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -49,7 +50,7 @@ class MetricSpec:
     """What an srbench metric name means: the pyiqa metric, its fixed options and its direction."""
 
     name: str
-    kind: Literal["fr", "nr"]
+    kind: Literal["fr", "nr", "set"]  # set: one value per cell, the SR set against the HR set (FID)
     lower_better: bool
     pyiqa_name: str
     description: str
@@ -94,8 +95,52 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("topiq_nr", "nr", False, "topiq_nr", "TOPIQ-NR, ResNet50, KonIQ-10k weights"),
     MetricSpec("liqe", "nr", False, "liqe", "LIQE, CLIP ViT-B/32, KonIQ-10k weights (1-5)"),
     MetricSpec("nima", "nr", False, "nima", "NIMA, InceptionResNetV2, AVA weights (aesthetics, 0-10)"),
+    MetricSpec(
+        "fid",
+        "set",
+        True,
+        "fid",
+        "FID of the SR set against the HR set (as the protocol crops them): pyiqa's clean-fid mode (PIL "
+        "bicubic resize to 299 per channel), InceptionV3 pt_inception-2015-12-05; unreliable below ~1000 "
+        "images",
+    ),
 )
 _SPEC_BY_NAME = {s.name: s for s in _SPECS}
+
+#: the order papers print metric columns in: full-reference fidelity, then perceptual full-reference, then
+#: set-level, then no-reference metrics (one list for the leaderboard and the report)
+PAPER_ORDER: tuple[str, ...] = (
+    "psnr",
+    "psnr-rgb",
+    "ssim",
+    "lpips",
+    "lpips-vgg",
+    "dists",
+    "topiq_fr",
+    "fid",
+    "niqe",
+    "pi",
+    "brisque",
+    "clipiqa",
+    "musiq",
+    "maniqa",
+    "maniqa-pipal",
+    "topiq_nr",
+    "liqe",
+    "nima",
+)
+
+
+def paper_order(names: Sequence[str]) -> list[str]:
+    """``names`` in :data:`PAPER_ORDER` (unknown names last, in their given order)."""
+    rank = {n: i for i, n in enumerate(PAPER_ORDER)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
+
+
+def set_level(name: str) -> bool:
+    """True for metrics computed once per cell over the whole image set (FID), not per image."""
+    spec = _SPEC_BY_NAME.get(name)
+    return spec is not None and spec.kind == "set"
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -109,6 +154,18 @@ def lower_better(name: str) -> bool:
         return _SPEC_BY_NAME[name].lower_better
     except KeyError:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(_SPEC_BY_NAME)}") from None
+
+
+def _plain_state_dict_problem(paths: Sequence[Path]) -> str | None:
+    """Why a weights file is not a plain tensor checkpoint (None when every file loads with
+    ``weights_only=True``): checked before pyiqa unpickles it without that safeguard."""
+    for path in paths:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            return f"{path}: not a plain tensor checkpoint, refused before unpickling ({why})"
+    return None
 
 
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -251,6 +308,11 @@ class MetricSuite:
                 )
         if name == "niqe" and "pretrained_model_path" in opts:
             checks.append(None)  # basicsr's parameters carry no hash
+        if spec.kind == "set":
+            problem = _plain_state_dict_problem([found[f.filename] for f in files if found[f.filename]])
+            if problem:  # pyiqa unpickles it with weights_only=False: never hand it anything else
+                self._unavailable(name, problem)
+                return
         if any(f.source == "timm" for f in files):
             from huggingface_hub import constants
 
@@ -354,7 +416,7 @@ class MetricSuite:
             sr_fr, hr_fr = sr[..., :h, :w], hr[..., :h, :w]
         for name in self.available:
             spec = _SPEC_BY_NAME[name]
-            if spec.kind == "fr" and hr_fr is None:
+            if spec.kind == "set" or (spec.kind == "fr" and hr_fr is None):
                 continue
             metric = self._metrics[name]
             side = min((sr_fr if spec.kind == "fr" else sr).shape[-2:])
@@ -414,6 +476,45 @@ class MetricSuite:
             )
             for name, whys in by_metric.items()
         }
+
+    # ---- set-level metrics ----
+    @property
+    def set_level(self) -> list[str]:
+        """The built metrics that score a whole set at once (:meth:`score_set`)."""
+        return [n for n in self.available if _SPEC_BY_NAME[n].kind == "set"]
+
+    @torch.inference_mode()
+    def score_set(self, sr_files: Sequence[Path], hr_files: Sequence[Path]) -> dict[str, float]:
+        """Each built set-level metric of the SR files against the HR files (image files as pyiqa reads
+        them: FID resizes each to 299x299 with PIL bicubic, clean-fid's ``clean`` mode).  A metric that fails
+        gets NaN and an entry in ``errors``."""
+        import tempfile
+
+        self.errors = {}
+        out: dict[str, float] = {}
+        if not self.set_level:
+            return out
+        if not sr_files or not hr_files:
+            raise ValueError("score_set needs at least one SR and one HR file")
+        with tempfile.TemporaryDirectory(prefix="srbench-set-") as tmp:
+            dirs = []
+            for side, files in (("sr", sr_files), ("hr", hr_files)):
+                d = Path(tmp) / side
+                d.mkdir()
+                for i, f in enumerate(files):  # pyiqa reads a folder: link the chosen files into one
+                    (d / f"{i:06d}{Path(f).suffix.lower()}").symlink_to(Path(f).resolve())
+                dirs.append(str(d))
+            for name in self.set_level:
+                try:
+                    value = self._metrics[name](
+                        dirs[0], dirs[1], mode="clean", num_workers=0, batch_size=8, verbose=False
+                    )
+                    out[name] = float(torch.as_tensor(value).reshape(-1)[0])
+                except Exception as e:
+                    log.warning("metric '%s' failed on the set: %s: %s", name, type(e).__name__, e)
+                    self.errors[name] = f"{type(e).__name__}: {e}"
+                    out[name] = math.nan
+        return out
 
     # ---- directions and specs ----
     def lower_better(self, name: str) -> bool:
