@@ -8,6 +8,9 @@
 ``srbench data list|fetch|verify|prepare`` the test sets (manifests in datasets/)
 ``srbench compare RUN_DIR...``             a run's numbers beside the paper's, same protocol only
 ``srbench bench METHOD [--dtype ...]``     latency/memory under the papers' protocol (128->512, batch 1)
+``srbench score SR_DIR --hr HR --name N``  score SR images made elsewhere as a cell (source: external)
+``srbench rescore RUN_DIR... --metrics M``   add metrics to finished cells from their saved images
+``srbench report RESULTS... --out DIR``    paper tables (md/LaTeX), plots, image grids, one HTML page
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from srbench.interface import SRBenchError
 
 SUBCOMMANDS = ("leaderboard", "weights", "methods", "train", "data", "compare", "bench")
+SUBCOMMANDS += ("score", "rescore", "report")  # issue 16
 
 
 def conf_dir() -> Path:
@@ -157,6 +161,13 @@ def _bench(argv: list[str]) -> int:
     return bench_cli(argv)
 
 
+def _lazy(module: str, function: str) -> Any:
+    """A subcommand handler imported only when called: ``module.function(argv) -> exit code``."""
+    import importlib
+
+    return lambda argv: int(getattr(importlib.import_module(module), function)(argv))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -170,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                 "data": _data,
                 "compare": _compare,
                 "bench": _bench,
+                "score": _lazy("srbench.score", "score_cli"),
+                "rescore": _lazy("srbench.rescore", "rescore_cli"),
+                "report": _lazy("srbench.report", "report_cli"),
             }
             return handlers[cmd](rest)
         except SRBenchError as exc:

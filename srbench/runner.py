@@ -45,7 +45,7 @@ from srbench.records import (
 )
 from srbench.registry import create_method
 from srbench.rescore import rescore_claimed, score_rows
-from srbench.scoring import add_set, metric_stat, score_set_level, set_index, set_stat, stored_sets
+from srbench.scoring import add_set, metric_stat, ordered, score_set_level, set_index, set_stat, stored_sets
 from srbench.sweep import sweep_id
 from srbench.timing import StageTimer
 from srbench.wandb_log import WandbLogger
@@ -318,7 +318,7 @@ def _run_claimed(
         allocator.keep_freed_memory()
     model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
     method = _get_method(method_cfg, device, dtype, model_speed)
-    metrics = _get_metrics({**plain["metrics"], "names": names}, protocol, device)
+    metrics = _get_metrics({**plain["metrics"], "names": ordered(names)}, protocol, device)
     for name, message in metrics.skipped.items():
         log.warning("metric %s skipped: %s", name, message)
     external = method.source == "external"
