@@ -765,14 +765,34 @@ def pareto_front(latency: Sequence[float], quality: Sequence[float], lower_bette
     return sorted(front, key=lambda k: pts[k][0])
 
 
+def place_labels(ax: Any, texts: list[Any], x: Sequence[float], y: Sequence[float]) -> None:
+    """Move point labels apart so that overlapping points stay readable (adjustText: labels repelled from
+    each other and from the points, joined to their point by a thin line)."""
+    if len(texts) < 2:
+        return
+    from adjustText import adjust_text
+
+    adjust_text(
+        texts,
+        x=list(x),
+        y=list(y),
+        ax=ax,
+        arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5},
+        expand=(1.05, 1.2),
+    )
+
+
 def plot_quality_vs_latency(
     rows: pd.DataFrame,
     tables: dict[str, Table],
     lower_better: dict[str, bool],
     out_dir: Path,
     metrics: Sequence[str] | None = None,
+    only: Iterable[str] | None = None,
 ) -> dict[str, Path]:
-    """One PNG per table: a panel per metric, quality vs median latency, Pareto front marked."""
+    """One PNG per table (or per table of ``only``): a panel per metric, quality vs median latency, Pareto
+    front marked, labels moved apart where points overlap."""
+    only = None if only is None else set(only)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -784,6 +804,8 @@ def plot_quality_vs_latency(
     done = rows[rows["status"] == "done"]
     wanted = [m for m in (metrics or lower_better) if m in rows.columns]
     for tid, table in tables.items():
+        if only is not None and tid not in only:
+            continue
         group = done[done["table"] == tid].dropna(subset=["latency_median_s"])
         panels = [m for m in wanted if group[m].notna().any()]
         if group.empty or not panels:
@@ -798,8 +820,7 @@ def plot_quality_vs_latency(
             real = [r.weights == "real" for r in g.itertuples()]
             colours = ["tab:blue" if ok else "tab:gray" for ok in real]
             ax.scatter(lat, q, s=28, c=colours, zorder=3)
-            for x, y, t in zip(lat, q, labels, strict=True):
-                ax.annotate(t, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            texts = [ax.text(x, y, t, fontsize=7) for x, y, t in zip(lat, q, labels, strict=True)]
             # the front is drawn over real-weight rows only (over all rows when none is real)
             pool = [i for i, ok in enumerate(real) if ok] or list(range(len(real)))
             sub = pareto_front([lat[i] for i in pool], [q[i] for i in pool], lower_better[m])
@@ -821,6 +842,7 @@ def plot_quality_vs_latency(
             ax.set_ylabel(f"{m} {'↓' if lower_better[m] else '↑'}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
+            place_labels(ax, texts, lat, q)
         fig.suptitle(table.title.replace("`", ""), fontsize=10)
         fig.tight_layout()
         path = out_dir / "plots" / f"{table.plot_name}.png"
