@@ -447,6 +447,7 @@ def _row(cells: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
     for m in metrics:
         means = _num(c.get(m) for c in cells)
         row[m] = _nanstat(np.nanmean, means)
+        row[f"{m}_ci95"] = row[f"{m}_n"] = None  # from the per-image seed means (_test_and_rank)
         row[f"{m}_seed_sd"] = seed_sd(means.tolist())
     return row
 

@@ -163,7 +163,9 @@ def _plain_state_dict_problem(paths: Sequence[Path]) -> str | None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            why = f"{type(e).__name__}: {e}"
+            why = f"{type(e).__name__}: {e}".splitlines()[0]
+            found = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
+            why += f" ... {found[0]}" if found else ""
             return f"{path}: not a plain tensor checkpoint, refused before unpickling ({why})"
     return None
 

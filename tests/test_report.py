@@ -39,8 +39,8 @@ def results(tmp_path_factory) -> Path:
         Image.new("RGB", (64, 64), MAGENTA).save(magenta / f"{name}.png")
     common = ["dataset=paired", "dataset.name=photos", f"dataset.lr_dir={data / 'LR'}"]
     common += [f"dataset.hr_dir={data / 'HR'}", "metrics.names=[psnr,ssim]", f"out_dir={runs}"]
-    nearest = ["method=bicubic", "method.name=slow_nearest", "plugins=[tests.sweep_plugins]", "run_name=nearest"]
-    nearest += ["+method.real=true", "+method.darken_per_step=0.1"]
+    nearest = ["method=bicubic", "method.name=slow_nearest", "plugins=[tests.sweep_plugins]"]
+    nearest += ["run_name=nearest", "+method.real=true", "+method.darken_per_step=0.1"]
     _METHODS.clear()
     for over in (
         ["method=bicubic"],
