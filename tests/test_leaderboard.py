@@ -277,3 +277,33 @@ def test_malformed_summaries_are_listed_as_unreadable_and_the_rest_is_built(tmp_
     assert "Expecting value" in reasons["torn"]
     assert "| realesrgan | 1 | real | 24.00 ± 0.50 |" in md  # the table is still built
     assert "| demo | full | bicubic | 1 | skipped | bicubic skipped (test) |" in md
+
+
+def test_second_best_is_marked_only_where_it_beats_every_row_below(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    best = [24.0 + o for o in OFFSETS]
+    _summary(root, "a", 1, "demo", "full", 0, 4.0, psnr_images=best)
+    _summary(root, "b", 1, "demo", "full", 0, 5.0, psnr_images=[v - 1.0 for v in best])
+    _summary(root, "c", 1, "demo", "full", 0, 6.0, psnr_images=[v - 2.0 for v in best])
+    # d: just below b, but not on every image: b is not significantly better than d
+    d = [v - 1.0 + e for v, e in zip(best, [-0.3, 0.2, -0.3, 0.2, -0.3, 0.2, -0.3, 0.1], strict=True)]
+    _summary(root, "d", 1, "demo", "full", 0, 7.0, psnr_images=d)
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb", plots=False)[0]).set_index("method")
+    assert df.loc["a", "psnr_best_significant"] and not df.loc["b", "psnr_second_significant"]
+    (root / "demo" / "full" / "d" / "steps1-seed0" / "summary.json").unlink()
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb2", plots=False)[0]).set_index("method")
+    assert df.loc["b", "psnr_second_significant"] and not df.loc["c", "psnr_second_significant"]
+    # niqe: a < b < c < (d gone) on every image the same way: a bold, b second
+    assert df.loc["a", "niqe_best_significant"] and df.loc["b", "niqe_second_significant"]
+
+
+def test_a_rewritten_summary_is_read_again_not_taken_from_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _summary(root, "a", 1, "demo", "full", 24.0, 4.0)
+    cell = _summary(root, "b", 1, "demo", "full", 23.0, 7.0)
+    assert pd.read_csv(write_leaderboard([root], tmp_path / "lb", plots=False)[0])["psnr"].max() == 24.0
+    s = json.loads((cell / "summary.json").read_text())
+    s["metrics"]["psnr"]["mean"] = 30.0  # e.g. a rescored or rerun cell
+    (cell / "summary.json").write_text(json.dumps(s))
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb2", plots=False)[0]).set_index("method")
+    assert df.loc["b", "psnr"] == 30.0

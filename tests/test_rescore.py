@@ -97,7 +97,13 @@ def test_a_new_metric_set_is_added_from_the_saved_images_and_old_scores_are_kept
     assert run_cell(_cfg(tmp_path, runs, "ssim"), cell).status == "already_done"
     assert _mtimes(cell) == snapshot
 
-    # srbench rescore over the results tree: niqe added by a "rescore" pass; then nothing left to add
+    # srbench rescore over the results tree: niqe added by a "rescore" pass, psnr kept as stored (never
+    # recomputed: a stored value the images would not give survives); then nothing left to add
+    plog = PerImageLog(cell / "per_image.jsonl")
+    stored = plog.rows()
+    stored[0]["psnr"] = 99.0
+    plog.repair(stored)
+    psnr_before[0] = 99.0
     assert rescore_cli([str(runs), "--metrics", "niqe,psnr"]) == 0
     s = json.loads((cell / "summary.json").read_text())
     assert s["metric_sets"][-1]["metrics"] == ["niqe"] and s["metric_sets"][-1]["how"] == "rescore"
