@@ -244,7 +244,7 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     records = []
     with _built(settings) as method:
-        steps = settings.steps or int(getattr(method, "default_steps", 1))
+        steps = method.resolve_steps(settings.steps)
         method.check_steps(steps)
         t0 = time.perf_counter()
         method.load(device, dtype)

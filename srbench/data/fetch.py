@@ -74,16 +74,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from srbench.progress import progress  # a terminal only, and not with --quiet
 
-    return tqdm(
+    return progress(
         total=total,
         initial=initial,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
         desc=desc,
-        disable=not enabled,
+        disable_if=not enabled,
     )
 
 
@@ -431,9 +431,9 @@ def _image_hashes(root: Path) -> dict[str, str]:
 def _install_files(
     v: Variant, s: Source, staging: Path, cache: Path, from_path: Path | None, progress: bool, timeout: float
 ) -> None:
-    from tqdm.auto import tqdm
+    from srbench.progress import progress as progress_bar
 
-    for f in tqdm(v.files, desc=f"{v.dataset_name} files", unit="file", disable=not progress):
+    for f in progress_bar(v.files, desc=f"{v.dataset_name} files", unit="file", disable_if=not progress):
         out = staging.joinpath(*PurePosixPath(f.path).parts)
         out.parent.mkdir(parents=True, exist_ok=True)
         if from_path is not None:
