@@ -122,6 +122,18 @@ def test_every_config_key_is_a_constructor_option(preset: str) -> None:
     create_method(cfg)
 
 
+def test_tiny_from_a_run_config_uses_toy_sizes() -> None:
+    """``method.tiny=true``: the tiny files replace the weight locations; sizes left at the yaml's values
+    become the toy sizes the tiny networks are built for, sizes the user set are kept."""
+    cfg = OmegaConf.to_container(
+        compose_run_config(["method=invsr", "method.tiny=true"]).method, resolve=True
+    )
+    m = create_method(cfg)
+    assert m.chopping["chopping_size"] == 32 and m.model != cfg["model"] and m.noise_predictor_path
+    m = create_method({**cfg, "chopping_size": 64})
+    assert m.chopping["chopping_size"] == 64
+
+
 def test_tiny_runs_are_labelled_random(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     (tmp_path / "LR").mkdir()

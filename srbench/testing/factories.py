@@ -102,8 +102,10 @@ def tiny_for_run(name: str, **options: Any) -> SRMethod:
     """``name`` on tiny random weights for a run (``method.tiny=true``): the files are written once per
     process into a private folder under the srbench cache, removed when the process exits.
 
-    The run's method options apply except those locating real weights; its sizes (e.g. StableSR's
-    ``input_size``) are the run's, so the demo exercises the same code path as real weights."""
+    The run's method options apply, except those locating real weights, and the toy sizes the tiny
+    networks are built for (InvSR's ``chopping_size`` 32, StableSR's ``input_size`` 128, DM-SR's tiles)
+    replace sizes left at their ``conf/method/<name>.yaml`` values (10x faster than the real sizes on
+    these networks); a size set to anything else is kept."""
     if name not in SPECS:
         raise KeyError(f"method '{name}' has no tiny random-weights builder; known: {sorted(SPECS)}")
     spec = SPECS[name]
@@ -118,7 +120,24 @@ def tiny_for_run(name: str, **options: Any) -> SRMethod:
     root = _RUN_ROOTS[name]
     files_opts = _files_once(name, root)
     kept = {k: v for k, v in options.items() if k not in spec.weight_keys}
+    defaults = _config_defaults(name)
+    for key, toy in spec.toy.items():
+        if key not in kept or (key in defaults and kept[key] == defaults[key]):
+            kept[key] = toy
     return create_method(name, **{**kept, **files_opts})
+
+
+def _config_defaults(name: str) -> dict[str, Any]:
+    """The method's options as ``conf/method/<name>.yaml`` sets them ({} without a config tree)."""
+    try:
+        from omegaconf import OmegaConf
+
+        from srbench.cli import conf_dir
+
+        path = conf_dir() / "method" / f"{name}.yaml"
+        return dict(OmegaConf.to_container(OmegaConf.load(path))) if path.is_file() else {}  # type: ignore[arg-type]
+    except (OSError, RuntimeError, ValueError):  # no config tree (a wheel without conf/): nothing to compare
+        return {}
 
 
 @functools.cache
