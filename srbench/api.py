@@ -10,6 +10,7 @@ returns the kind of image you have (diffusers-style).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,7 @@ def from_batch(sr: torch.Tensor, kind: ImageKind) -> Any:
     return out.to(kind.device)
 
 
-def compose_run_config(overrides: list[str] = (), **values: Any) -> Any:  # type: ignore[assignment]
+def compose_run_config(overrides: Sequence[str] = (), **values: Any) -> Any:
     """The run config the CLI would compose from ``overrides`` (Hydra syntax, e.g. ``method=invsr``),
     then ``values`` set on it (dotted keys, any string: no Hydra escaping), Hydra's own node included."""
     from hydra import compose, initialize_config_dir
@@ -178,7 +179,7 @@ def evaluate(
     metrics: str = "default",
     out_dir: str | os.PathLike[str] = "results/runs",
     device: str = "auto",
-    overrides: list[str] = (),  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
     **method_options: Any,
 ) -> dict[str, Any]:
     """Run ``method`` on a folder of LR images (``lr_dir``, with ``hr_dir`` for full-reference
