@@ -191,7 +191,7 @@ def evaluate(
     from omegaconf import OmegaConf
 
     from srbench.cli import missing_settings
-    from srbench.runner import run_cell
+    from srbench.runner import cell_dir, run_cell
 
     if lr_dir is not None and dataset is not None:
         raise SRBenchError("evaluate: give lr_dir (your folder) or dataset (a named set), not both")
@@ -210,12 +210,11 @@ def evaluate(
         [f"method={method}", f"dataset={kind}", f"protocol={protocol}", f"metrics={metrics}", *overrides],
         **values,
     )
-    run_dir = Path(str(cfg.hydra.run.dir))
-    with_hydra = cfg
-    cfg = OmegaConf.masked_copy(with_hydra, [k for k in with_hydra if k != "hydra"])
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     unset = missing_settings(cfg)
     if unset:
         raise SRBenchError(f"evaluate: {unset}")
+    run_dir = cell_dir(cfg)  # from the cell's identity, as the CLI
     outcome = run_cell(cfg, run_dir)
     if outcome.status not in ("done", "already_done") or outcome.summary is None:
         raise SRBenchError(f"evaluate: {outcome.status}: {outcome.reason or run_dir}")

@@ -126,36 +126,40 @@ def _hydra_app() -> None:
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def app(cfg: DictConfig) -> str:
-        from srbench.runner import record_failure, run_cell
+        from srbench.claim import CellRefused  # (imported here: completion and help need no torch)
+        from srbench.lock import CellBusy
+        from srbench.runner import cell_dir, run_cell
 
         hc = HydraConfig.get()
-        run_dir = Path(hc.runtime.output_dir)
         single = hc.mode == RunMode.RUN
-        cell = str(
-            run_dir.relative_to(Path(cfg.out_dir).resolve())
-            if run_dir.is_relative_to(Path(cfg.out_dir).resolve())
-            else run_dir
-        )
+        run_dir, cell = None, " ".join(hc.overrides.task) or "(defaults)"  # until the cell is known
         unset = missing_settings(cfg)
-        if unset is not None:  # nothing is written into the run directory
+        if unset is not None:  # nothing is written anywhere
             record_outcome(cfg.out_dir, {"cell": cell, "status": "failed", "reason": unset})
-            print(f"[failed] {run_dir}: {unset}", flush=True)
+            print(f"[failed] {cell}: {unset}", flush=True)
             if single:
                 raise SystemExit(1)
             return "failed"
         _assign_gpu(cfg, int(hc.job.num) if not single else 0)
+        out_dir = Path(cfg.out_dir).resolve()
         try:
+            # the cell's directory derives from its identity (srbench/identity.py); Hydra's own output
+            # folder only holds its logs, so no invocation writes into a cell before run_cell claims it
+            run_dir = cell_dir(cfg, out_dir)
+            cell = str(run_dir.relative_to(out_dir))
             outcome = run_cell(cfg, run_dir)
             status, reason = outcome.status, outcome.reason
         except (KeyboardInterrupt, SystemExit):
             raise
-        except Exception as exc:  # a failed cell must not stop the sweep; it is recorded and reported
+        except (CellRefused, CellBusy) as exc:  # nothing was written into the cell
+            status, reason = "refused", str(exc)
+        except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-            record_failure(run_dir, exc)
-            logging.getLogger("srbench").error("%s: %s", run_dir, reason)
+        if status == "failed":  # a refusal is the one line printed below
+            logging.getLogger("srbench").error("%s", reason)
         record_outcome(cfg.out_dir, {"cell": cell, "status": status, "reason": reason})
-        print(f"[{status}] {run_dir}" + (f": {reason}" if reason else ""), flush=True)
-        if single and status == "failed":
+        print(f"[{status}] {run_dir or cell}" + (f": {reason}" if reason else ""), flush=True)
+        if single and status in ("failed", "refused"):
             raise SystemExit(1)
         return status
 

@@ -43,7 +43,7 @@ def record_outcome(out_dir: str | Path, outcome: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(outcome, default=str) + "\n"
     # one write() of a short line in O_APPEND mode: concurrent workers do not interleave
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # umask applies
     try:
         os.write(fd, line.encode())
     finally:
@@ -60,11 +60,11 @@ def format_summary(outcomes: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o["status"]] = counts.get(o["status"], 0) + 1
-    order = ["done", "already_done", "skipped", "failed"]
+    order = ["done", "already_done", "skipped", "failed"] + (["refused"] if counts.get("refused") else [])
     head = ", ".join(f"{counts.get(k, 0)} {k.replace('_', ' ')}" for k in order)
     lines = [f"sweep: {len(outcomes)} cells — {head}"]
     for o in outcomes:
-        if o["status"] in ("skipped", "failed"):
+        if o["status"] in ("skipped", "failed", "refused"):
             lines.append(f"  {o['status']:8s} {o['cell']}: {o.get('reason', '')}")
     return "\n".join(lines)
 
@@ -87,22 +87,30 @@ class SweepCallback(Callback):
         text = format_summary(outcomes)
         atomic_write_text(path.with_suffix(".txt"), text + "\n")
         print(text, flush=True)
-        LAST_SWEEP["failed"] = sum(o["status"] == "failed" for o in outcomes)
+        LAST_SWEEP["failed"] = sum(o["status"] in ("failed", "refused") for o in outcomes)
         LAST_SWEEP["outcomes"] = outcomes
-        cells = [
-            Path(config.out_dir) / o["cell"] for o in outcomes if o["status"] in ("done", "already_done")
-        ]
-        cells = [c for c in cells if (c / "summary.json").is_file()]
-        if cells:
-            self._sweep_leaderboard(config, sid, cells)
+        # every cell of the sweep: finished, skipped and failed ones from their summaries; those refused or
+        # failed before they started (nothing written) from the sweep log
+        cells, extra = [], []
+        for o in outcomes:
+            cell = Path(config.out_dir) / o["cell"]
+            if (cell / "summary.json").is_file():
+                cells.append(cell)
+            else:
+                where = str(cell) if cell.is_dir() else o["cell"]  # a config error: the job's overrides
+                extra.append({"status": o["status"], "reason": o.get("reason", ""), "run_dir": where})
+        if cells or extra:
+            self._sweep_leaderboard(config, sid, sorted(set(cells)), extra)
 
     @staticmethod
-    def _sweep_leaderboard(config: DictConfig, sid: str, cells: list[Path]) -> None:
+    def _sweep_leaderboard(
+        config: DictConfig, sid: str, cells: list[Path], extra: list[dict[str, Any]]
+    ) -> None:
         """This sweep's own leaderboard (files next to the sweep log, and a wandb table when enabled)."""
         from srbench.leaderboard import collect, write_leaderboard
 
         out = Path(config.out_dir) / "sweeps" / sid
-        _, md_path, _ = write_leaderboard(cells, out)
+        _, md_path, _ = write_leaderboard(cells, out, extra=extra)
         print(f"sweep leaderboard: {md_path}", flush=True)
         wb = config.get("wandb") or {}
         if not wb.get("enabled", False):
@@ -110,6 +118,7 @@ class SweepCallback(Callback):
         import wandb
 
         df, _ = collect(cells)
+        df = df[df["status"] == "done"] if not df.empty else df
         run = wandb.init(
             project=wb.get("project") or "srbench",
             entity=wb.get("entity"),

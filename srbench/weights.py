@@ -29,12 +29,12 @@ import hashlib
 import importlib
 import os
 import pkgutil
-import tempfile
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srbench.atomic import temp_file_beside
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
 
@@ -214,8 +214,7 @@ def _verify(entry: WeightFile, path: Path) -> None:
 
 def _download_url(entry: WeightFile) -> Path:
     dest = weights_dir() / entry.subdir / entry.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(dest, suffix=".part")  # keeps the umask's mode once renamed
     try:
         from srbench.progress import progress
 

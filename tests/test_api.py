@@ -143,7 +143,8 @@ def test_tiny_runs_are_labelled_random(tmp_path: Path) -> None:
     )
     assert summary["status"] == "done" and summary["n_ok"] == 1 and summary["dataset"] == tmp_path.name
     assert summary["weights"]["label"] == "random"  # never presented as a result
-    assert Path(summary["run_dir"]).is_relative_to(tmp_path / "runs")
+    assert Path(summary["run_dir"]).parent.parent.parent == tmp_path / "runs" / tmp_path.name  # as the CLI
+    assert (Path(summary["run_dir"]) / "summary.json").is_file()
     with pytest.raises(SRBenchError, match="not set"):
         srbench.evaluate("bicubic", dataset="paired", out_dir=tmp_path / "runs")
 

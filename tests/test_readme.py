@@ -46,7 +46,7 @@ PLACEHOLDERS = {
 #: pointers a clear offline error gives (what to run or where to put a file)
 OFFLINE_POINTER = re.compile(
     r"srbench weights (fetch|where)|srbench data fetch|manual download|HF_HUB_OFFLINE|no network"
-    r"|not installed|no finished run"
+    r"|not installed|neither a run directory nor a summary\.json"
 )
 WEIGHTS = "needs the method's real weights (gigabytes from the Hugging Face hub or Google Drive)"
 DATA = "needs a test set downloaded by `srbench data fetch` (hundreds of MB)"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from srbench.atomic import tar_data_filter
 from srbench.data.manifest import (
     INSTALL_RECORD,
     Manifest,
@@ -313,7 +314,7 @@ def _extract_tar(
                 )
             chosen.append(new_m)
         try:
-            tf.extractall(target, members=chosen, filter="data")
+            tf.extractall(target, members=chosen, filter=tar_data_filter)  # "data", modes from the umask
         except tarfile.FilterError as exc:
             raise UnsafeArchiveError(f"{archive}: {exc}; extraction stopped") from exc
     return sorted(target / m.name for m in chosen if m.isfile())

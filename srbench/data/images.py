@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from srbench.atomic import atomic_write_bytes  # re-exported: written files keep the umask's mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -91,20 +92,6 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 def quantize(img: torch.Tensor) -> torch.Tensor:
     """Round to the 8-bit grid, as saving to PNG and reading back would."""
     return img.clamp(0, 1).mul(255.0).round().div(255.0)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_png(img: torch.Tensor, path: str | os.PathLike[str]) -> None:
