@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import logging
 import os
 import re
 import sys
@@ -155,9 +154,8 @@ def _hydra_app() -> None:
             status, reason = "refused", str(exc)
         except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
-        if status == "failed":  # a refusal is the one line printed below
-            logging.getLogger("srbench").error("%s", reason)
         record_outcome(cfg.out_dir, {"cell": cell, "status": status, "reason": reason})
+        # one line per cell, whatever happened (a failure is not logged again; the sweep summary lists it)
         print(f"[{status}] {run_dir or cell}" + (f": {reason}" if reason else ""), flush=True)
         if single and status in ("failed", "refused"):
             raise SystemExit(1)
@@ -413,11 +411,13 @@ def run_command(cmd: Command, argv: list[str]) -> int:
     if handler is None:
         print(f"srbench {cmd.name} ({cmd.help}) is not available in this version yet", file=sys.stderr)
         return 2
-    from srbench.interface import SRBenchError
-
     try:
         return int(handler(argv) or 0)
-    except SRBenchError as exc:
+    except Exception as exc:
+        from srbench.interface import SRBenchError  # imported here: torch only when needed
+
+        if not isinstance(exc, SRBenchError):
+            raise
         print(f"srbench {cmd.name}: {exc}", file=sys.stderr)
         return 1
 

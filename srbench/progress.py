@@ -9,6 +9,8 @@ plain iterable.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -67,3 +69,18 @@ def _transient(iterable: Iterable[T], total: int, desc: str) -> Iterator[T]:
         yield from bar
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def image_progress(total: int, done: int, desc: str) -> Iterator[Any]:
+    """The bar over a cell's images (ETA from the images timed so far), starting at ``done`` (a resumed
+    cell); while it is shown, log lines print above it instead of breaking it.  ``update(1)`` per image."""
+    bar = progress(total=total, initial=done, desc=desc, unit="img")
+    if bar.disable:
+        with bar:
+            yield bar
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with bar, logging_redirect_tqdm(loggers=[logging.getLogger()]):
+        yield bar

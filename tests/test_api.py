@@ -134,6 +134,21 @@ def test_tiny_from_a_run_config_uses_toy_sizes() -> None:
     assert m.chopping["chopping_size"] == 64
 
 
+def test_tiny_false_is_no_option_and_tiny_true_its_own_cell() -> None:
+    """Every method config has ``tiny: false`` (so ``-m method=a,b method.tiny=true`` composes); it names
+    no option and changes no directory, while ``tiny: true`` (random weights) is a cell of its own."""
+    from srbench.identity import cell_config, cell_relpath
+
+    def label_dir(*overrides: str) -> str:
+        cfg = compose_run_config(["method=invsr", *overrides])
+        return cell_relpath(cell_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))).parts[
+            2
+        ]
+
+    assert label_dir() == "invsr"
+    assert label_dir("method.tiny=true").startswith("invsr-")
+
+
 def test_tiny_runs_are_labelled_random(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     (tmp_path / "LR").mkdir()
