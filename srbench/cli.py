@@ -155,8 +155,12 @@ def _hydra_app() -> None:
         except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         record_outcome(cfg.out_dir, {"cell": cell, "status": status, "reason": reason})
-        # one line per cell, whatever happened (a failure is not logged again; the sweep summary lists it)
-        print(f"[{status}] {run_dir or cell}" + (f": {reason}" if reason else ""), flush=True)
+        # one line per cell, whatever happened (a failure is not logged again; the sweep summary lists it),
+        # above any progress bar
+        from tqdm import tqdm
+
+        tqdm.write(f"[{status}] {run_dir or cell}" + (f": {reason}" if reason else ""), file=sys.stdout)
+        sys.stdout.flush()
         if single and status in ("failed", "refused"):
             raise SystemExit(1)
         return status

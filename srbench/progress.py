@@ -64,7 +64,7 @@ def sampler_steps(iterable: Iterable[T], total: int, desc: str = "steps") -> Ite
 
 
 def _transient(iterable: Iterable[T], total: int, desc: str) -> Iterator[T]:
-    bar = progress(iterable, total=total, desc=desc, unit="step", leave=False, position=1)
+    bar = progress(iterable, total=total, desc=desc, unit="step", leave=False)  # below the image bar
     try:
         yield from bar
     finally:
@@ -75,7 +75,7 @@ def _transient(iterable: Iterable[T], total: int, desc: str) -> Iterator[T]:
 def image_progress(total: int, done: int, desc: str) -> Iterator[Any]:
     """The bar over a cell's images (ETA from the images timed so far), starting at ``done`` (a resumed
     cell); while it is shown, log lines print above it instead of breaking it.  ``update(1)`` per image."""
-    bar = progress(total=total, initial=done, desc=desc, unit="img")
+    bar = progress(total=total, initial=done, desc=desc, unit="img", leave=False)
     if bar.disable:
         with bar:
             yield bar

@@ -123,8 +123,32 @@ class SweepCallback(Callback):
             },
         )
         _warn_shared_cpu(config)
+        self._launcher_pid, self._cells, self._cells_total = os.getpid(), None, _count_cells(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A bar over the sweep's cells, in the launching process (cells run in it with the basic
+        launcher; joblib/SLURM workers print their own [status] lines)."""
+        if getattr(self, "_launcher_pid", None) == os.getpid() and self._cells is None:
+            from srbench.progress import progress
+
+            self._cells = progress(total=self._cells_total, desc="sweep", unit="cell")
+            if not self._cells.disable:  # Hydra's and srbench's log lines print above the bar
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger()])
+                self._redirect.__enter__()
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if getattr(self, "_cells", None) is not None and self._launcher_pid == os.getpid():
+            self._cells.update(1)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if getattr(self, "_cells", None) is not None:
+            self._cells.close()
+            self._cells = None
+        if getattr(self, "_redirect", None) is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
         sid = LAST_SWEEP.get("id") or sweep_id()
         if not sid:
             return
@@ -238,3 +262,15 @@ def _on_cpu(device: str) -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def _count_cells(config: DictConfig) -> int | None:
+    """How many jobs the sweep's overrides make (Hydra's basic sweeper's split), None when unknown."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    except Exception:  # another sweeper's syntax (ranges, optimisers): a bar without a total
+        return None

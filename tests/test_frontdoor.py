@@ -209,3 +209,25 @@ sys.exit(main(["weights", "fetch", "invsr"]))
     from srbench.weights import hub_unreachable
 
     assert hub_unreachable(timeout=2.0) is not None
+
+
+def test_extraction_shows_a_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tarfile
+    import zipfile
+
+    from srbench.data.fetch import safe_extract
+
+    (tmp_path / "src").mkdir()
+    for i in range(3):
+        (tmp_path / "src" / f"f{i}.txt").write_text(str(i))
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf:
+        for i in range(3):
+            zf.write(tmp_path / "src" / f"f{i}.txt", f"f{i}.txt")
+    with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tf:
+        tf.add(tmp_path / "src", arcname="src")
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert len(safe_extract(tmp_path / "a.zip", tmp_path / "z")) == 3
+    assert len(safe_extract(tmp_path / "a.tar.gz", tmp_path / "t")) == 3
+    assert "extract a.zip" in terminal.text and "extract a.tar.gz" in terminal.text and "3/3" in terminal.text

@@ -177,6 +177,22 @@ def test_images_of_a_cell_show_a_bar_on_a_terminal_only(
     assert terminal.text == ""
 
 
+def test_a_sweep_shows_a_bar_over_its_cells(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    data = _data(tmp_path / "data", n=1)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    rc, out = _srbench(
+        ["-m", "method=bicubic", "seed=0,1,2", *_common(tmp_path, data, "metrics=fast")], capfd
+    )
+    assert rc == 0 and "sweep: 3 cells" in out
+    assert "sweep" in terminal.text and "3/3" in terminal.text and "cell" in terminal.text
+    assert out.count("[done]") == 3  # the cell lines print above the bar
+
+
 # ---- memory per call --------------------------------------------------------------------------------------
 def test_memory_is_the_call_s_increase_not_the_process(tmp_path: Path) -> None:
     import torch

@@ -275,6 +275,13 @@ def safe_extract(
     return _extract_zip(archive, target, mapper) if fmt == "zip" else _extract_tar(archive, target, mapper)
 
 
+def _members_bar(members: list[Any], archive: Path) -> Any:
+    """The members to extract, with a progress bar on a terminal (srbench.progress)."""
+    from srbench.progress import progress
+
+    return progress(members, total=len(members), desc=f"extract {archive.name}", unit="file")
+
+
 def _extract_tar(
     archive: Path, target: Path, mapper: Callable[[PurePosixPath], PurePosixPath | None]
 ) -> list[Path]:
@@ -314,7 +321,8 @@ def _extract_tar(
                 )
             chosen.append(new_m)
         try:
-            tf.extractall(target, members=chosen, filter=tar_data_filter)  # "data", modes from the umask
+            members = _members_bar(chosen, archive)
+            tf.extractall(target, members=members, filter=tar_data_filter)  # "data", modes from the umask
         except tarfile.FilterError as exc:
             raise UnsafeArchiveError(f"{archive}: {exc}; extraction stopped") from exc
     return sorted(target / m.name for m in chosen if m.isfile())
@@ -347,7 +355,7 @@ def _extract_zip(
                     )
                 plan.append((info, new, link))
         written = []
-        for info, rel, link in plan:
+        for info, rel, link in _members_bar(plan, archive):
             out = target.joinpath(*rel.parts)
             # resolve the parent: an earlier (inside) symlink must not lead the write outside
             if not out.parent.resolve().is_relative_to(root):
