@@ -139,14 +139,13 @@ def test_tiny_false_is_no_option_and_tiny_true_its_own_cell() -> None:
     no option and changes no directory, while ``tiny: true`` (random weights) is a cell of its own."""
     from srbench.identity import cell_config, cell_relpath
 
-    def label_dir(*overrides: str) -> str:
+    def plain(*overrides: str) -> dict:
         cfg = compose_run_config(["method=invsr", *overrides])
-        return cell_relpath(cell_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))).parts[
-            2
-        ]
+        return cell_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
-    assert label_dir() == "invsr"
-    assert label_dir("method.tiny=true").startswith("invsr-")
+    assert "tiny" not in plain()["method"] and cell_relpath(plain()).parts[2] == "invsr"
+    assert cell_relpath(plain("method.tiny=true")).parts[2].startswith("invsr-")
+    assert "tiny" not in plain("method.name=myplugin")["method"]  # a plugin on another method's config
 
 
 def test_tiny_runs_are_labelled_random(tmp_path: Path) -> None:

@@ -169,7 +169,7 @@ def test_images_of_a_cell_show_a_bar_on_a_terminal_only(
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     runner.run_cell(cfg, tmp_path / "a")
-    assert "bicubic steps=1" in terminal.text and "3/3" in terminal.text and "img" in terminal.text
+    assert "bicubic steps=1" in terminal.text and "/3 [" in terminal.text and "img" in terminal.text
     log = open(os.devnull, "w")  # noqa: SIM115 - a log file, CI, SLURM: no bar
     monkeypatch.setattr(sys, "stderr", log)
     terminal.text = ""
@@ -222,7 +222,8 @@ def test_local_workers_sharing_the_cpu_are_warned_about_and_recorded(
     assert "2 local workers share" in caplog.text and sweep.parallel_workers() == 2
     monkeypatch.delenv(sweep.PARALLEL_ENV)
     caplog.clear()
-    for other in ({"device": "cuda"}, {"hydra": {"launcher": {"_target_": "BasicLauncher"}}}):
+    one = {"hydra": {"launcher": {"n_jobs": 1}}}
+    for other in ({"device": "cuda"}, {"hydra": {"launcher": {"_target_": "BasicLauncher"}}}, one):
         sweep._warn_shared_cpu(OmegaConf.merge(cfg, other))
     assert not caplog.text and sweep.parallel_workers() == 1
 
