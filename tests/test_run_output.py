@@ -316,3 +316,21 @@ def test_metric_order_covers_every_metric_full_reference_first() -> None:
     assert set(specs) <= set(METRIC_ORDER)
     kinds = [specs[m].kind for m in METRIC_ORDER if m in specs]
     assert kinds == sorted(kinds)  # "fr" < "nr": every full-reference metric before the no-reference ones
+
+
+@pytest.mark.parametrize(("name", "desc"), [("stablesr", "stablesr ddpm"), ("dossr", "dossr")])
+def test_long_samplers_show_their_steps(name: str, desc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import srbench
+
+    method = srbench.load(name, tiny=True, device="cpu")
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    lr = torch.rand(1, 3, 16, 16)
+    method.upscale(lr, steps=progress.MIN_SAMPLER_STEPS, generator=torch.Generator().manual_seed(0))
+    assert desc in terminal.text and f"/{progress.MIN_SAMPLER_STEPS} [" in terminal.text
+    terminal.text = ""
+    method.upscale(lr, steps=4, generator=torch.Generator().manual_seed(0))  # short: no bar of its own
+    assert terminal.text == ""
