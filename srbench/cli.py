@@ -41,6 +41,10 @@ def _hydra_app() -> None:
     from hydra.types import RunMode
     from omegaconf import DictConfig
 
+    import srbench.names  # registers the srbench_cell resolver of the run directory
+
+    srbench.names.EXIT_ON_BAD_CELL = True
+    from srbench.interface import ConfigError
     from srbench.runner import record_failure, run_cell
     from srbench.sweep import LAST_SWEEP, record_outcome
 
@@ -60,6 +64,9 @@ def _hydra_app() -> None:
             status, reason = outcome.status, outcome.reason
         except (KeyboardInterrupt, SystemExit):
             raise
+        except ConfigError as exc:  # a bad setting: reported, but nothing is written into the run dir
+            status, reason = "failed", str(exc)
+            logging.getLogger("srbench").error("%s", reason)
         except Exception as exc:  # a failed cell must not stop the sweep; it is recorded and reported
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             record_failure(run_dir, exc)

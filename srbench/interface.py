@@ -17,6 +17,11 @@ class SRBenchError(RuntimeError):
     """Base class of srbench's own errors: the message is meant for the user."""
 
 
+class ConfigError(SRBenchError):
+    """A setting has a value srbench cannot use; the message names the key.  Raised before anything is
+    written, so a bad setting never touches a run directory."""
+
+
 class UnsupportedSteps(SRBenchError):
     """A method was asked for a step count it cannot run."""
 

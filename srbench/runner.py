@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from srbench.config_check import validate_run_config
 from srbench.data.folders import SRDataset, build_dataset
 from srbench.data.images import ImageReadError, quantize, save_png
 from srbench.environment import environment, resolve_device, resolve_dtype
@@ -168,6 +169,7 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
     """Run (or resume, or skip) one cell and write its records under ``run_dir``."""
     run_dir = Path(run_dir)
     plain: dict[str, Any] = _plain(cfg)
+    validate_run_config(plain)  # before anything is written: a bad value is an error naming its key
     if plain.get("lr_tile"):  # generic LR tiling is a method option (it changes the output)
         plain["method"] = {
             **plain["method"],
