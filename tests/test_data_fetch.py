@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import io
+import os
 import stat
 import tarfile
 import threading
@@ -641,7 +641,7 @@ def test_extracted_and_downloaded_files_follow_the_umask(server: Server, tmp_pat
 def test_a_manifest_name_that_is_a_path_is_refused_and_nothing_outside_is_touched(
     tmp_path: Path, variants: dict[str, str | None], match: str
 ) -> None:
-    """A variant named ``../../victim`` used to make fetch delete and replace a folder outside the data root."""
+    """A variant named ``../../victim`` once made fetch delete and replace a folder outside the data root."""
     from srbench.data.manifest import ManifestError
 
     victim = tmp_path / "victim"
