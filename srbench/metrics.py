@@ -17,6 +17,13 @@ full path to place it at and its URL) or, with ``on_missing="error"``, ``Weights
 falls back on basicsr's copy of the same pristine model when pyiqa's ``niqe_modelparameters.mat`` is absent;
 LPIPS takes its linear layers from the ``lpips`` package, whose files are byte-identical to pyiqa's.
 
+Untrusted files: a file whose SHA256 differs from the published one, or that pyiqa/torchvision would
+unpickle and srbench's weights-only load refuses, is never handed to pyiqa: the metric is skipped (or the
+run stops) the same way, the message naming the file, its hash and the expected one
+(:meth:`srbench.metric_files.RequiredFile.refusal`).  ``random_backbones=True`` (tests and benchmarks of the
+plumbing only) gives torchvision backbones random weights made in memory instead of reading a file; such
+metrics have ``weights_verified`` False and their values are not the metric's.
+
 Batches: :meth:`MetricSuite.score_batch` calls each metric once per batch of same-size images (pyiqa's
 metrics score (B,3,H,W) at once) and gives the per-image :meth:`MetricSuite.score` values: bit-identical on
 CPU with one thread; with several threads, batch-size-dependent kernels move the last bits (measured on 2
@@ -26,10 +33,12 @@ On CPU, SSIM's float64 11x11 convolution unfolds the whole batch (~270 MiB per 5
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -111,6 +120,25 @@ def lower_better(name: str) -> bool:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(_SPEC_BY_NAME)}") from None
 
 
+@contextlib.contextmanager
+def random_torchvision_weights() -> Iterator[None]:
+    """While active, torchvision's pretrained-weight enums hand out the random initial state dict of their
+    architecture instead of reading a file (``MetricSuite(random_backbones=True)``: tests, benchmarks)."""
+    import torchvision.models as tvm
+    from torchvision.models._api import WeightsEnum
+
+    def random_state(self: WeightsEnum, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        builder = getattr(tvm, type(self).__name__.removesuffix("_Weights").lower())
+        return builder(weights=None).state_dict()
+
+    original = WeightsEnum.get_state_dict
+    WeightsEnum.get_state_dict = random_state  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
+
+
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(0)
@@ -148,9 +176,9 @@ class MetricSuite:
 
     ``available`` lists the metrics that were built; ``skipped`` maps the others to a message naming the
     missing file, the full path to place it at and its URL; ``notes`` says, per built metric, what it is and
-    which files it read; ``options`` holds the pyiqa kwargs used; ``weights_verified`` is False where a
-    weights file does not match the SHA256 its name promises (a stand-in: not the published metric), True
-    where every file matched, None where some file carries no hash (or no files are needed).
+    which files it read; ``options`` holds the pyiqa kwargs used; ``weights_verified`` is True where every
+    file matched its published SHA256, None where some file has no published hash (or no files are
+    needed), False only for ``random_backbones`` stand-ins (not the published metric).
     """
 
     def __init__(
@@ -162,6 +190,7 @@ class MetricSuite:
         y_channel: bool = True,
         on_missing: Literal["skip", "error"] = "skip",
         allow_download: bool = False,
+        random_backbones: bool = False,
     ) -> None:
         unknown = [n for n in names if n not in _SPEC_BY_NAME]
         if unknown:
@@ -176,6 +205,7 @@ class MetricSuite:
         self.y_channel = bool(y_channel)
         self.on_missing = on_missing
         self.allow_download = allow_download
+        self.random_backbones = bool(random_backbones)
         self.available: list[str] = []
         self.skipped: dict[str, str] = {}
         self.notes: dict[str, str] = {}
@@ -217,8 +247,10 @@ class MetricSuite:
         except Exception as e:  # e.g. an optional pyiqa module that fails to import
             self._unavailable(name, f"cannot resolve its weight files: {type(e).__name__}: {e}")
             return
+        stand_ins = [f for f in files if self.random_backbones and f.source == "torchvision"]
+        files = [f for f in files if f not in stand_ins]
         found = {f.filename: f.locate() for f in files}
-        missing = [f for f in files if found[f.filename] is None]
+        missing = [f for f in files if found[f.filename] is None and not f.optional]
         used: list[str] = []
         checks: list[bool | None] = []
         if name == "niqe" and missing and not self.allow_download:
@@ -232,25 +264,33 @@ class MetricSuite:
             opts["pretrained_model_path"] = str(mat)
             used.append(f"basicsr niqe_pris_params.npz (same MATLAB pristine model) converted to {mat}")
             missing = []
-        if missing and not self.allow_download:
+        if missing and self.allow_download:  # srbench downloads (never pyiqa): the same checks follow
+            for f in missing:
+                found[f.filename] = self._download(name, f)
+                if found[f.filename] is None:
+                    return
+            missing = []
+        if missing:
             self._unavailable(name, "; ".join(f.problem() for f in missing))
             return
         for f in files:
             path = found[f.filename]
             if path is None:
                 continue
+            refused = f.refusal(path)  # a wrong hash, or a pickle that is more than tensors: never loaded
+            if refused is not None:
+                self._unavailable(name, refused)
+                return
             if path != f.path and f.source != "timm":  # an identical copy from another package (lpips)
                 opts["pretrained_model_path"] = str(path)
             used.append(str(path))
-            checks.append(f.verified(path))
-            if checks[-1] is False:
-                log.warning(
-                    "metric '%s': %s does not match the SHA256 prefix in its name: NOT the published weights",
-                    name,
-                    path,
-                )
+            if not f.optional:
+                checks.append(f.verified(path))
         if name == "niqe" and "pretrained_model_path" in opts:
             checks.append(None)  # basicsr's parameters carry no hash
+        for f in stand_ins:
+            used.append(f"RANDOM {f.what} (random_backbones=True: plumbing only, not the published metric)")
+            checks.append(False)
         if any(f.source == "timm" for f in files):
             from huggingface_hub import constants
 
@@ -261,7 +301,8 @@ class MetricSuite:
         try:
             import pyiqa
 
-            metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
+            with random_torchvision_weights() if stand_ins else contextlib.nullcontext():
+                metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
         except Exception as e:
             if self.on_missing == "error":
                 raise SRBenchError(
@@ -280,7 +321,7 @@ class MetricSuite:
         self._metrics[name] = metric
         self.available.append(name)
         self.options[name] = dict(opts)
-        # False if any file is a stand-in, True if every file matched its hash, None if some cannot be checked
+        # False for a random stand-in, True if every file matched its hash, None if some cannot be checked
         self.weights_verified[name] = (
             False if False in checks else (True if checks and all(c is True for c in checks) else None)
         )
@@ -290,6 +331,19 @@ class MetricSuite:
                 desc = f"{name.upper()} on RGB (y_channel=False)"
             desc += f"; crop_border={self.crop_border}"
         self.notes[name] = desc + (f"; files: {', '.join(used)}" if used else "")
+
+    def _download(self, name: str, f: metric_files.RequiredFile) -> Path | None:
+        """``allow_download``: fetch a missing file with srbench's downloader (the CLIP hash checked)."""
+        if f.source == "timm":  # the HF hub client fetches it when timm asks (safetensors first)
+            return f.path
+        from srbench.data.fetch import download
+
+        try:
+            download(f.url, f.path, sha256=f.sha256, progress=False)
+        except SRBenchError as e:
+            self._unavailable(name, f"{f.problem()} (download failed: {e})")
+            return None
+        return f.path
 
     # ---- scoring ----
     @torch.inference_mode()
