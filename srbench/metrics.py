@@ -49,6 +49,11 @@ from srbench.interface import SRBenchError, WeightsMissing
 log = logging.getLogger(__name__)
 
 _YCBCR = {"color_space": "ycbcr"}
+#: images with more pixels than this (``metrics.max_pixels``) are scored in tiles where that is exact (PSNR,
+#: SSIM) and not at all by metrics that need the whole image in memory (4096^2: a 16.8 MP image)
+DEFAULT_MAX_PIXELS = 4096 * 4096
+#: side of the output blocks of tiled PSNR/SSIM (SSIM's CPU convolution needs ~1 KiB per pixel)
+PIXEL_TILE = 512
 # NIQE fits its model on 96x96 blocks (pyiqa fails below one block); PI also crops 4 px per side first
 _MIN_SIDE = {"niqe": 96, "pi": 104}
 
@@ -144,8 +149,8 @@ def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"{what}: expected (3,H,W) or (1,3,H,W) RGB, got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what}: expected a float tensor in [0,1], got {x.dtype}")
+    if not (torch.is_floating_point(x) or x.dtype == torch.uint8):
+        raise ValueError(f"{what}: expected a float tensor in [0,1] or uint8, got {x.dtype}")
     return x
 
 
@@ -154,9 +159,14 @@ def _check_batch(x: torch.Tensor, what: str) -> torch.Tensor:
         raise ValueError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"{what}: expected a (B,3,H,W) RGB batch, got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what}: expected a float tensor in [0,1], got {x.dtype}")
+    if not (torch.is_floating_point(x) or x.dtype == torch.uint8):
+        raise ValueError(f"{what}: expected a float tensor in [0,1] or uint8, got {x.dtype}")
     return x
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 k/255 (bit-identical to ``quantize()`` of the float image), float clamped to [0,1]."""
+    return x.to(torch.float32).div(255.0) if x.dtype == torch.uint8 else x.clamp(0.0, 1.0)
 
 
 def _to_floats(out: Any, n: int) -> list[float]:
@@ -191,6 +201,7 @@ class MetricSuite:
         on_missing: Literal["skip", "error"] = "skip",
         allow_download: bool = False,
         random_backbones: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         unknown = [n for n in names if n not in _SPEC_BY_NAME]
         if unknown:
@@ -206,6 +217,9 @@ class MetricSuite:
         self.on_missing = on_missing
         self.allow_download = allow_download
         self.random_backbones = bool(random_backbones)
+        self.max_pixels = int(max_pixels) if max_pixels is not None else DEFAULT_MAX_PIXELS
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.available: list[str] = []
         self.skipped: dict[str, str] = {}
         self.notes: dict[str, str] = {}
@@ -350,7 +364,10 @@ class MetricSuite:
     def score(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> dict[str, float]:
         """Scores of one image: every built NR metric, and every FR metric when ``hr`` is given.
 
-        ``sr``/``hr``: (3,H,W) or (1,3,H,W) float RGB in [0,1] (clamped).  NR metrics see the whole SR image.
+        ``sr``/``hr``: (3,H,W) or (1,3,H,W) float RGB in [0,1] (clamped), or uint8 (``k`` means ``k/255``,
+        bit-identical to the quantized float image).  NR metrics see the whole SR image.  An image with more
+        than ``max_pixels`` pixels gets PSNR/SSIM computed in tiles (the same value up to summation order)
+        and NaN with a reason for every other metric, which would need the whole image in memory.
         When SR and HR sizes differ, FR metrics compare the common top-left region
         ``[:min(H), :min(W)]`` of both (as InvSR's metric script does); nothing is resized.
         A metric that fails on an image (or cannot score one so small) gets NaN, a logged warning and an
@@ -384,6 +401,12 @@ class MetricSuite:
         step = max(1, n if chunk is None else chunk)
         out: list[dict[str, float]] = [{} for _ in range(n)]
         self.image_errors = [{} for _ in range(n)]
+        pixels = max(sr.shape[-2] * sr.shape[-1], 0 if hr is None else hr.shape[-2] * hr.shape[-1])
+        if pixels > self.max_pixels:  # one image at a time, in tiles where that is exact
+            for i in range(n):
+                self._score_large(sr[i], None if hr is None else hr[i], i, out, self.image_errors)
+            self.errors = self._summarise_errors(self.image_errors)
+            return out
         for lo in range(0, n, step):
             hi = min(lo + step, n)
             self._score_chunk(sr[lo:hi], None if hr is None else hr[lo:hi], lo, out, self.image_errors)
@@ -400,10 +423,10 @@ class MetricSuite:
     ) -> None:
         """Scores images ``lo .. lo+len(sr)-1`` into ``out``/``errs``: one call per metric, if that works."""
         n = sr.shape[0]
-        sr = sr.to(self.device).clamp(0.0, 1.0)
+        sr = _unit(sr.to(self.device))
         sr_fr = hr_fr = None
         if hr is not None:
-            hr = hr.to(self.device).clamp(0.0, 1.0)
+            hr = _unit(hr.to(self.device))
             h, w = min(sr.shape[-2], hr.shape[-2]), min(sr.shape[-1], hr.shape[-1])
             sr_fr, hr_fr = sr[..., :h, :w], hr[..., :h, :w]
         for name in self.available:
@@ -444,6 +467,88 @@ class MetricSuite:
                             values.append(self._failed(name, lo + i, e1, errs, single=False))
             for i, v in enumerate(values):
                 out[lo + i][name] = v
+
+    def _score_large(
+        self,
+        sr: torch.Tensor,
+        hr: torch.Tensor | None,
+        i: int,
+        out: list[dict[str, float]],
+        errs: list[dict[str, str]],
+    ) -> None:
+        """Image ``i`` over ``max_pixels``: PSNR/SSIM in tiles, NaN and a reason for the other metrics."""
+        h, w = sr.shape[-2:]
+        if hr is not None:
+            h, w = min(h, hr.shape[-2]), min(w, hr.shape[-1])
+        big = max(sr.shape[-2] * sr.shape[-1], 0 if hr is None else hr.shape[-2] * hr.shape[-1])
+        for name in self.available:
+            spec = _SPEC_BY_NAME[name]
+            if spec.kind == "fr" and hr is None:
+                continue
+            if spec.pixel:
+                assert hr is not None
+                try:
+                    out[i][name] = self._tiled_pixel_metric(name, sr[:, :h, :w], hr[:, :h, :w])
+                except Exception as e:
+                    out[i][name] = self._failed(name, i, e, errs, single=len(errs) == 1)
+                continue
+            why = (
+                f"image of {big / 1e6:.1f} MP is over metrics.max_pixels={self.max_pixels} "
+                f"({self.max_pixels / 1e6:.1f} MP): {name} needs the whole image in memory; not computed"
+            )
+            log.warning("metric '%s' not computed: %s", name, why)
+            errs[i][name] = why
+            out[i][name] = math.nan
+
+    def _tiled_pixel_metric(self, name: str, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        """pyiqa's PSNR / SSIM of (3,H,W) ``sr`` vs ``hr`` from PIXEL_TILE blocks, never the whole image.
+
+        PSNR: pyiqa ``psnr_arch.psnr`` (``10 log10(1 / (mse + 1e-8))``, data range 1) with the MSE summed
+        over blocks.  SSIM: pyiqa ``ssim_arch`` (Y rounded to integers, 11x11 Gaussian window, 'valid'
+        filtering, mean of the map); each block's map is computed from its input plus the 10-pixel margin
+        the window needs, so the blocks' maps tile the whole map exactly.  Only the order of the final sum
+        differs from the whole-image value.
+        """
+        from pyiqa.archs.func_util import preprocess_rgb
+        from pyiqa.archs.ssim_arch import ssim
+        from pyiqa.utils.color_util import to_y_channel
+
+        opts = self.options[name]
+        y, space, crop = (
+            bool(opts["test_y_channel"]),
+            opts.get("color_space", "yiq"),
+            int(opts["crop_border"]),
+        )
+        if crop:
+            sr, hr = sr[:, crop:-crop, crop:-crop], hr[:, crop:-crop, crop:-crop]
+        h, w = sr.shape[-2:]
+
+        def block(t: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+            return _unit(t[None, :, r0:r1, c0:c1].to(self.device)).double()
+
+        total, count = 0.0, 0
+        if _SPEC_BY_NAME[name].pyiqa_name == "psnr":
+            for r0 in range(0, h, PIXEL_TILE):
+                for c0 in range(0, w, PIXEL_TILE):
+                    r1, c1 = min(r0 + PIXEL_TILE, h), min(c0 + PIXEL_TILE, w)
+                    a, b = block(sr, r0, r1, c0, c1), block(hr, r0, r1, c0, c1)
+                    if y:
+                        a, b = to_y_channel(a, 1.0, space), to_y_channel(b, 1.0, space)
+                    total += float(((a - b) ** 2).sum())
+                    count += a.numel()
+            return float(10.0 * math.log10(1.0 / (total / count + 1e-8)))
+        margin = 10  # the 11x11 window's 'valid' output is 10 px smaller than its input
+        if h <= margin or w <= margin:
+            raise ValueError(f"image {w}x{h} is smaller than SSIM's 11x11 window")
+        for r0 in range(0, h - margin, PIXEL_TILE):
+            for c0 in range(0, w - margin, PIXEL_TILE):
+                r1, c1 = min(r0 + PIXEL_TILE, h - margin), min(c0 + PIXEL_TILE, w - margin)
+                a = preprocess_rgb(block(sr, r0, r1 + margin, c0, c1 + margin), y, 255, space).double()
+                b = preprocess_rgb(block(hr, r0, r1 + margin, c0, c1 + margin), y, 255, space).double()
+                ssim_map = ssim(a, b, get_ssim_map=True, data_range=255)
+                total += float(ssim_map.sum())
+                count += ssim_map.numel()
+        return total / count
 
     @staticmethod
     def _failed(name: str, i: int, e: Exception, errs: list[dict[str, str]], *, single: bool) -> float:

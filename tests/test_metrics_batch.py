@@ -154,8 +154,8 @@ def test_shape_and_argument_errors(suite) -> None:
         suite.score_batch(x, x[:, :1])
     with pytest.raises(ValueError, match=r"batch sizes differ: sr \(2, 3, 8, 8\), hr \(1, 3, 8, 8\)"):
         suite.score_batch(x, x[:1])
-    with pytest.raises(ValueError, match="float tensor"):
-        suite.score_batch((x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="float tensor in \\[0,1\\] or uint8"):
+        suite.score_batch((x * 255).to(torch.int16))
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="chunk must be a positive int"):
             suite.score_batch(x, chunk=bad)

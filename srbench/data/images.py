@@ -1,9 +1,18 @@
-"""Image I/O: any common file in, RGB float32 (3,H,W) in [0,1] out; 8-bit PNG out."""
+"""Image I/O: any common file in, RGB float32 (3,H,W) in [0,1] out; 8-bit PNG out.
+
+Size limit: PIL refuses images over ~179 MP as possible decompression bombs, with an exception that names
+no file.  srbench reads with its own limit instead, ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`,
+16384x16384), checked on the header before any pixel is decoded; an image over it is an
+:class:`ImageReadError` naming the file and its size (a per-image error: the run goes on).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +20,55 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: the most pixels srbench reads from one file, and the most an SR output may have (``max_pixels``):
+#: 16384^2, above a 3000x4000 photo's x4 (192 MP), below what one float32 copy of which fits in 4 GB
+DEFAULT_MAX_PIXELS = 16384 * 16384
 
 
 class ImageReadError(ValueError):
     """An image file could not be read; the message names the file and the problem."""
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    """PIL's decompression-bomb check off while srbench applies ``max_pixels`` itself (restored after)."""
+    with _PIL_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _megapixels(w: int, h: int) -> str:
+    return f"{w}x{h} ({w * h / 1e6:.1f} MP)"
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` from the file's header, no pixel decoded; ImageReadError naming the file."""
+    path = Path(path)
+    try:
+        with _own_pixel_limit():
+            opened = Image.open(path)
+        with opened as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+
+
+def check_pixels(path: Path, size: tuple[int, int], max_pixels: int, what: str = "") -> None:
+    """ImageReadError when an image of ``size`` (w, h) has more than ``max_pixels`` pixels."""
+    w, h = size
+    if w * h > max_pixels:
+        limit = f"max_pixels={max_pixels} ({max_pixels / 1e6:.1f} MP)"
+        raise ImageReadError(
+            f"{path}: {what or 'image'} {_megapixels(w, h)} is over {limit}: not read (a decompression bomb, "
+            "or a photo larger than this run allows: raise max_pixels to process it)"
+        )
 
 
 def _to_float_rgb(img: Image.Image, path: Path) -> np.ndarray:
@@ -32,10 +86,16 @@ def _to_float_rgb(img: Image.Image, path: Path) -> np.ndarray:
             rgba = img.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(bg, rgba)
-        arr = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
+        rgb = img.convert("RGB")
+        del img
+        chw = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+        del rgb
+        # float32(k) / 255 in float32 is the correctly rounded k/255, the same value as the float64
+        # division rounded to float32 (checked for every k in tests): no float64 copy of a large image
+        return np.divide(chw, np.float32(255.0), dtype=np.float32)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f"{path}: unexpected image layout {arr.shape}")
-    return arr.astype(np.float32)
+    return np.ascontiguousarray(arr.astype(np.float32).transpose(2, 0, 1))
 
 
 def _read_16bit_png(path: Path) -> np.ndarray | None:
@@ -51,21 +111,24 @@ def _read_16bit_png(path: Path) -> np.ndarray | None:
     if arr.shape[2] == 4:
         alpha = arr[..., 3:4].astype(np.float32) / 65535.0
         rgb = rgb * alpha + (1.0 - alpha)
-    return rgb
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read an image file as an RGB float32 tensor (3,H,W) in [0,1].
 
     Grayscale is repeated to 3 channels, alpha is composited on white, 16-bit files keep
-    their precision, and the EXIF orientation is applied.  Any failure raises
-    :class:`ImageReadError` naming the file.
+    their precision, and the EXIF orientation is applied.  An image with more than ``max_pixels``
+    pixels is refused from its header.  Any failure raises :class:`ImageReadError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     try:
-        with Image.open(path) as img:
+        with _own_pixel_limit():  # PIL checks sizes only while opening
+            opened = Image.open(path)
+        with opened as img:
+            check_pixels(path, img.size, max_pixels)
             img.load()
             arr = None
             if img.format == "PNG" and img.mode in ("RGB", "RGBA") and img.info.get("bitdepth", 8) == 16:
@@ -78,9 +141,9 @@ def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
-    if not np.isfinite(arr).all():
+    if not np.isfinite(arr.sum(dtype=np.float64)):  # NaN/Inf somewhere iff in the sum of [0,1] values
         raise ImageReadError(f"{path}: image contains non-finite values")
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return torch.from_numpy(arr)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
