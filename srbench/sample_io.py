@@ -4,8 +4,9 @@
 decoded, any image with more than ``max_pixels`` pixels and any LR whose SR output (``scale``² times its
 pixels, after the protocol's crop) would have more.  Each refusal is an
 :class:`~srbench.data.images.ImageReadError` naming the file and its size: a per-image error, the run goes
-on.  :func:`save_sr_png` writes an SR image given as 8-bit (what :meth:`SRMethod.upscale_uint8` returns)
-or as float, atomically.
+on.  An 8-bit HR is kept as uint8 (the metrics read ``k`` as ``k/255``, bit-identical).
+:func:`save_sr_png` writes an SR image given as 8-bit (what :meth:`SRMethod.upscale_uint8` returns) or as
+float, atomically.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def read_sample(
     if sample.hr_path is not None:
         check_pixels(Path(sample.hr_path), image_size(sample.hr_path), max_pixels, "HR")
     lr = read_image(sample.lr_path, max_pixels=max_pixels)
-    hr = read_image(sample.hr_path, max_pixels=max_pixels) if sample.hr_path is not None else None
+    # HR only feeds the metrics, which take uint8 exactly: an 8-bit HR stays 8-bit (1/4 of float32)
+    hr = None if sample.hr_path is None else read_image(sample.hr_path, max_pixels=max_pixels, eight_bit=True)
     lr, hr = protocol.prepare(lr, hr, scale)
     _check_sr_size(Path(sample.lr_path), int(lr.shape[-1]), int(lr.shape[-2]), scale, max_pixels)
     return lr, hr
@@ -66,4 +68,4 @@ def save_sr_png(sr: torch.Tensor, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"expected a (3,H,W) uint8 or float image, got {sr.dtype} {tuple(sr.shape)}")
     buf = io.BytesIO()
     Image.fromarray(sr.permute(1, 2, 0).contiguous().cpu().numpy()).save(buf, format="PNG")
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), buf.getbuffer())  # type: ignore[arg-type]  # a view: no second copy

@@ -88,6 +88,12 @@ def test_eight_bit_reads_match_the_float64_formula_for_every_level(tmp_path: Pat
     Image.fromarray(np.stack([levels.reshape(16, 16)] * 3, axis=-1)).save(p)
     got = read_image(p)
     assert torch.equal(got[0], torch.from_numpy((levels.reshape(16, 16) / 255.0).astype(np.float32)))
+    raw = read_image(p, eight_bit=True)  # what the runner keeps for an HR: k, read by metrics as k/255
+    assert raw.dtype == torch.uint8 and torch.equal(raw[0], torch.from_numpy(levels.reshape(16, 16)))
+    assert torch.equal(raw.to(torch.float32).div(255.0), got)
+    sixteen = tmp_path / "deep.png"
+    Image.fromarray(levels.reshape(16, 16).astype(np.uint16) * 257).save(sixteen)
+    assert read_image(sixteen, eight_bit=True).dtype == torch.float32  # 16 bits keep their precision
 
 
 # ------------------------------------------------------------------------------- 8-bit SR, band by band
@@ -164,9 +170,12 @@ def test_large_images_get_exact_tiled_psnr_ssim_and_nan_with_reason_elsewhere(
         assert "over metrics.max_pixels=50000" in tiled_suite.errors["niqe"]
         # float64 blocks of at most (64+10)^2 px x 3 channels (+ SSIM's unfolded window), never the image
         assert seen.largest < 300 * 260 * 3 * 8, seen.largest
-    # uint8 SR scores exactly as the quantized float SR does
+    # uint8 SR (and HR) score exactly as the quantized float images do
     q = sr.clamp(0, 1).mul(255.0).round().div(255.0)
-    assert MetricSuite(["psnr", "ssim"]).score(q, hr) == MetricSuite(["psnr", "ssim"]).score(sr_u8, hr)
+    pix = MetricSuite(["psnr", "ssim"])
+    hr_u8 = hr.mul(255.0).round().to(torch.uint8)
+    assert pix.score(q, hr) == pix.score(sr_u8, hr)
+    assert pix.score(sr_u8, hr_u8.float().div(255.0)) == pix.score(sr_u8, hr_u8)
 
 
 # --------------------------------------------------------------------------------- through the runner

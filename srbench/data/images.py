@@ -71,8 +71,20 @@ def check_pixels(path: Path, size: tuple[int, int], max_pixels: int, what: str =
         )
 
 
-def _to_float_rgb(img: Image.Image, path: Path) -> np.ndarray:
-    img = ImageOps.exif_transpose(img)  # honour the EXIF orientation tag
+def _chw_uint8(rgb: Image.Image) -> np.ndarray:
+    """An RGB image's bytes as a (3,H,W) uint8 array, copied in bands of rows: ``np.asarray`` of the whole
+    image would hold two more full-size copies on the way (PIL's ``tobytes`` chunks and their join)."""
+    w, h = rgb.size
+    out = np.empty((3, h, w), dtype=np.uint8)
+    rows = max(1, (1 << 22) // max(1, w))  # ~4 M pixels per band
+    for top in range(0, h, rows):
+        band = np.asarray(rgb.crop((0, top, w, min(h, top + rows))), dtype=np.uint8)
+        out[:, top : top + band.shape[0]] = band.transpose(2, 0, 1)
+    return out
+
+
+def _to_float_rgb(img: Image.Image, path: Path, eight_bit: bool = False) -> np.ndarray:
+    ImageOps.exif_transpose(img, in_place=True)  # honour the EXIF orientation tag (no copy without one)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit int) grayscale
         arr = np.asarray(img, dtype=np.float64)
@@ -86,10 +98,12 @@ def _to_float_rgb(img: Image.Image, path: Path) -> np.ndarray:
             rgba = img.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(bg, rgba)
-        rgb = img.convert("RGB")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")  # no copy of an RGB image
         del img
-        chw = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+        chw = _chw_uint8(rgb)
         del rgb
+        if eight_bit:
+            return chw
         # float32(k) / 255 in float32 is the correctly rounded k/255, the same value as the float64
         # division rounded to float32 (checked for every k in tests): no float64 copy of a large image
         return np.divide(chw, np.float32(255.0), dtype=np.float32)
@@ -114,12 +128,16 @@ def _read_16bit_png(path: Path) -> np.ndarray | None:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS, eight_bit: bool = False
+) -> torch.Tensor:
     """Read an image file as an RGB float32 tensor (3,H,W) in [0,1].
 
     Grayscale is repeated to 3 channels, alpha is composited on white, 16-bit files keep
     their precision, and the EXIF orientation is applied.  An image with more than ``max_pixels``
     pixels is refused from its header.  Any failure raises :class:`ImageReadError` naming the file.
+    ``eight_bit=True`` returns an 8-bit file as its uint8 (3,H,W) values ``k`` (``k/255`` is exactly the
+    float the default gives) at a quarter of the memory; 16-bit and float files stay float32.
     """
     path = Path(path)
     if not path.is_file():
@@ -129,18 +147,18 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PI
             opened = Image.open(path)
         with opened as img:
             check_pixels(path, img.size, max_pixels)
-            img.load()
-            arr = None
-            if img.format == "PNG" and img.mode in ("RGB", "RGBA") and img.info.get("bitdepth", 8) == 16:
-                arr = _read_16bit_png(path)
-            if arr is None and img.format == "PNG" and img.mode in ("RGB", "RGBA"):
-                arr = _read_16bit_png(path)  # PIL hides 16-bit RGB; returns None for 8-bit
+            # PIL decodes 16-bit RGB(A) PNGs to 8 bits; its raw mode (e.g. "RGB;16B") says so before decoding
+            deep = img.format == "PNG" and any(";16" in str(t[3]) for t in img.tile if len(t) > 3)
+            arr = _read_16bit_png(path) if deep and img.mode in ("RGB", "RGBA") else None
             if arr is None:
-                arr = _to_float_rgb(img, path)
+                img.load()
+                arr = _to_float_rgb(img, path, eight_bit)
     except ImageReadError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(arr)
     if not np.isfinite(arr.sum(dtype=np.float64)):  # NaN/Inf somewhere iff in the sum of [0,1] values
         raise ImageReadError(f"{path}: image contains non-finite values")
     return torch.from_numpy(arr)
