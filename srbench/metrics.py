@@ -144,6 +144,18 @@ def random_torchvision_weights() -> Iterator[None]:
         WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
 
 
+def _in_our_words(e: Exception) -> str:
+    """An exception from pyiqa/torch as one line; torch's unpickling refusals in srbench's words (never its
+    advice to load with ``weights_only=False``)."""
+    import pickle
+
+    from srbench.safe_load import refusal_message
+
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        return refusal_message("a file it loads", e)
+    return f"{type(e).__name__}: {e}"
+
+
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(0)
@@ -318,11 +330,10 @@ class MetricSuite:
             with random_torchvision_weights() if stand_ins else contextlib.nullcontext():
                 metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
         except Exception as e:
+            why = f"pyiqa could not build it: {_in_our_words(e)}"
             if self.on_missing == "error":
-                raise SRBenchError(
-                    f"metric '{name}': pyiqa could not build it: {type(e).__name__}: {e}"
-                ) from e
-            self._unavailable(name, f"pyiqa could not build it: {type(e).__name__}: {e}")
+                raise SRBenchError(f"metric '{name}': {why}") from None
+            self._unavailable(name, why)
             return
         metric.eval()
         if bool(metric.lower_better) != spec.lower_better:  # pyiqa changed a direction: trust pyiqa, say so

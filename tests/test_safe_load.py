@@ -55,3 +55,27 @@ def test_tensor_files_load_and_the_check_is_memoised(tmp_path: Path) -> None:
     assert "junk.pth" in (check_tensors_only(junk) or "")
     os.utime(junk, ns=(1, 1))  # another mtime: checked again, same answer
     assert check_tensors_only(junk) is not None
+
+
+def test_a_refusal_inside_pyiqa_is_reported_in_srbench_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If pyiqa's own torch.load refuses a file, the skip message is srbench's, without torch's advice."""
+    import pickle
+
+    import pyiqa
+
+    from srbench.metrics import MetricSuite
+
+    def refusing(*args, **kwargs):
+        raise pickle.UnpicklingError(
+            "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will "
+            "likely succeed, but it can result in arbitrary code execution.\n\tWeightsUnpickler error: "
+            "Unsupported global: GLOBAL os.system was not an allowed global by default."
+        )
+
+    monkeypatch.setattr(pyiqa, "create_metric", refusing)
+    suite = MetricSuite(["psnr"])
+    why = suite.skipped["psnr"]
+    assert "names the Python object 'os.system'" in why and "weights_only" not in why
+    with pytest.raises(Exception, match=r"os\.system") as e:
+        MetricSuite(["psnr"], on_missing="error")
+    assert "weights_only" not in "".join(traceback.format_exception(e.value))
