@@ -9,7 +9,8 @@
   from mixture-of-diffusers: variance 0.01 of the tile size, x centred at (W-1)/2, y at H/2).
 - :class:`TileAccumulator`: sum of ``w * tile`` and of ``w`` into a canvas, then their ratio.
 - :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
-  outputs.  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
+  outputs, row band by row band (the same sums as :class:`TileAccumulator`, bit for bit, but only about
+  one tile of rows held; the blended rows can go straight into a uint8 canvas).  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
   the latent (scale 1) to fuse noise predictions.  The weights are computed once per distinct tile
   size (per call, or across calls with a shared ``weight_cache``), not once per tile.
 - Blend precision (:data:`BLEND_DTYPES`, :func:`blend_dtype_of`): InvSR's ``ImageSpliterTh`` blends
