@@ -709,3 +709,12 @@ def test_download_refuses_other_url_schemes(tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="only http and https"):
         download(secret.as_uri(), tmp_path / "copy.txt", progress=False)
     assert not (tmp_path / "copy.txt").exists()
+
+
+def test_cli_limits_reach_the_extraction(server: Server, tmp_path: Path, capsys) -> None:
+    body = _tar(_pairs(3))
+    _write_manifest(tmp_path, _archive_variant(server.add("/toy.tar.gz", body), _sha(body)))
+    assert data_cli(["fetch", "toyset", "--no-progress", "--max-members", "2"]) == 1
+    assert "more than 2 members" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "toyset" / "main").exists()
+    assert data_cli(["fetch", "toyset", "--no-progress"]) == 0  # the defaults let the real set through
