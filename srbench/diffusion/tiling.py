@@ -10,9 +10,10 @@
 - :class:`TileAccumulator`: sum of ``w * tile`` and of ``w`` into a canvas, then their ratio.
 - :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
   outputs, row band by row band (the same sums as :class:`TileAccumulator`, bit for bit, but only about
-  one tile of rows held; the blended rows can go straight into a uint8 canvas).  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
-  the latent (scale 1) to fuse noise predictions.  The weights are computed once per distinct tile
-  size (per call, or across calls with a shared ``weight_cache``), not once per tile.
+  one tile of rows held; the blended rows can go straight into a uint8 canvas).  InvSR runs its
+  whole pipeline per LR tile (scale 4); StableSR calls it once per step on the latent (scale 1) to fuse
+  noise predictions.  The weights are computed once per distinct tile size (per call, or across calls
+  with a shared ``weight_cache``), not once per tile.
 - Blend precision (:data:`BLEND_DTYPES`, :func:`blend_dtype_of`): InvSR's ``ImageSpliterTh`` blends
   in float64, StableSR's canvas sampler in float32.  float32 gives the same image within 3e-7 (a 2048²
   InvSR blend; 1.3e-6 after StableSR's 200 steps; ``benchmarks/official_slow.py``) at half the canvas
