@@ -42,6 +42,7 @@ def _hydra_app() -> None:
     from omegaconf import DictConfig
 
     from srbench.claim import CellRefused
+    from srbench.interface import ConfigError
     from srbench.lock import CellBusy
     from srbench.runner import cell_dir, run_cell
     from srbench.sweep import LAST_SWEEP, record_outcome
@@ -64,6 +65,11 @@ def _hydra_app() -> None:
             raise
         except (CellRefused, CellBusy) as exc:  # nothing was written into the cell
             status, reason = "refused", str(exc)
+        except ConfigError as exc:  # a bad setting, named: nothing was written
+            if single:  # srbench's one-line error
+                print(f"srbench: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            status, reason = "failed", str(exc)
         except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         if status == "failed":  # a refusal is the one line printed below

@@ -31,7 +31,9 @@ def sweep_id() -> str | None:
 
 
 def sweep_log(out_dir: str | Path, sid: str) -> Path:
-    return Path(out_dir) / "sweeps" / f"{sid}.jsonl"
+    from srbench.names import safe_name
+
+    return Path(out_dir) / "sweeps" / f"{safe_name(sid, SWEEP_ENV)}.jsonl"
 
 
 def record_outcome(out_dir: str | Path, outcome: dict[str, Any]) -> None:
