@@ -86,8 +86,8 @@ def to_batch(image: Any) -> tuple[torch.Tensor, ImageKind]:
     if isinstance(image, Image.Image):
         from srbench.data.images import _to_float_rgb
 
-        hwc = torch.from_numpy(_to_float_rgb(image, Path("<PIL image>")))
-        return hwc.permute(2, 0, 1)[None].contiguous(), ImageKind("pil")
+        chw = torch.from_numpy(_to_float_rgb(image, Path("<PIL image>")))  # (3,h,w) float32 in [0,1]
+        return chw[None].contiguous(), ImageKind("pil")
     if isinstance(image, np.ndarray):
         arr = image
         flat = arr.ndim == 2

@@ -126,6 +126,7 @@ def _hydra_app() -> None:
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def app(cfg: DictConfig) -> str:
         from srbench.claim import CellRefused  # (imported here: completion and help need no torch)
+        from srbench.interface import ConfigError
         from srbench.lock import CellBusy
         from srbench.runner import cell_dir, run_cell
 
@@ -152,6 +153,11 @@ def _hydra_app() -> None:
             raise
         except (CellRefused, CellBusy) as exc:  # nothing was written into the cell
             status, reason = "refused", str(exc)
+        except ConfigError as exc:  # a bad setting, named: nothing was written
+            if single:  # srbench's one-line error
+                print(f"srbench: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            status, reason = "failed", str(exc)
         except Exception as exc:  # a failed cell must not stop the sweep; run_cell recorded it if it started
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
         record_outcome(cfg.out_dir, {"cell": cell, "status": status, "reason": reason})

@@ -19,6 +19,11 @@ class SRBenchError(RuntimeError):
     """Base class of srbench's own errors: the message is meant for the user."""
 
 
+class ConfigError(SRBenchError):
+    """A setting has a value srbench cannot use; the message names the key.  Raised before anything is
+    written, so a bad setting never touches a run directory."""
+
+
 class UnsupportedSteps(SRBenchError):
     """A method was asked for a step count it cannot run."""
 
@@ -145,10 +150,8 @@ class SRMethod(abc.ABC):
     def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
         """Method-specific work; ``lr`` is already on ``self.device`` in ``self.dtype``."""
 
-    @torch.inference_mode()
-    def upscale(
-        self, lr: torch.Tensor, *, steps: int = 1, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def _checked_input(self, lr: torch.Tensor, steps: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """``lr`` on the method's device and dtype, and the output shape it must give."""
         if not self._loaded:
             raise SRBenchError(f"method '{self.name}': call load() before upscale()")
         if lr.ndim != 4 or lr.shape[1] != 3:
@@ -157,22 +160,69 @@ class SRMethod(abc.ABC):
             raise ValueError(f"method '{self.name}': expected a float tensor in [0,1], got {lr.dtype}")
         self.check_steps(steps)
         b, _, h, w = lr.shape
-        x = lr.to(self.device, self.dtype)
-        if self.lr_tile and max(h, w) > self.lr_tile:
+        return lr.to(self.device, self.dtype), (b, 3, h * self.scale, w * self.scale)
+
+    def _use_lr_tiles(self, x: torch.Tensor) -> bool:
+        return bool(self.lr_tile) and max(x.shape[-2:]) > int(self.lr_tile or 0)
+
+    def _check_output(self, out: torch.Tensor, expected: tuple[int, ...]) -> None:
+        if tuple(out.shape) != expected:
+            raise SRBenchError(f"method '{self.name}' returned shape {tuple(out.shape)}, expected {expected}")
+
+    def _nan_error(self) -> SRBenchError:
+        return SRBenchError(f"method '{self.name}' produced NaN or Inf values")
+
+    @torch.inference_mode()
+    def upscale(
+        self, lr: torch.Tensor, *, steps: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x, expected = self._checked_input(lr, steps)
+        if self._use_lr_tiles(x):
             out = self._upscale_lr_tiles(x, steps, generator)
         else:
             out = self._upscale(x, steps, generator)
-        expected = (b, 3, h * self.scale, w * self.scale)
-        if tuple(out.shape) != expected:
-            raise SRBenchError(f"method '{self.name}' returned shape {tuple(out.shape)}, expected {expected}")
+        self._check_output(out, expected)
         out = out.float()
         # the sum is NaN/Inf iff some value is (finite fp32 pixels cannot overflow it); 40x cheaper
         if not torch.isfinite(out.sum()):
-            raise SRBenchError(f"method '{self.name}' produced NaN or Inf values")
+            raise self._nan_error()
         return out.clamp_(0.0, 1.0)
 
+    @torch.inference_mode()
+    def upscale_uint8(
+        self, lr: torch.Tensor, *, steps: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """:meth:`upscale` rounded to 8 bits: (B,3,H,W) uint8 ``round(255 * clamp(upscale(lr), 0, 1))``, the
+        values a saved PNG holds, on the method's device.  With LR tiling the blended rows go straight to
+        the uint8 canvas, so no full-size float image exists: on a large input the peak is the uint8
+        canvas (a quarter of float32's) plus one band of tile rows."""
+        x, expected = self._checked_input(lr, steps)
+        if self._use_lr_tiles(x):
+            out = torch.empty(expected, dtype=torch.uint8, device=self.device)
+            return self._upscale_lr_tiles(x, steps, generator, out=out, finish=self._round_rows)
+        sr = self._upscale(x, steps, generator)
+        self._check_output(sr, expected)
+        out = torch.empty(expected, dtype=torch.uint8, device=sr.device)
+        rows = max(1, (1 << 22) // max(1, sr.shape[0] * sr.shape[-1]))  # ~4M values per step
+        for top in range(0, sr.shape[2], rows):
+            out[:, :, top : top + rows] = self._round_rows(sr[:, :, top : top + rows])
+        return out
+
+    def _round_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """float rows -> ``round(255 * clamp(rows, 0, 1))`` as float (the same ops as upscale + quantize)."""
+        rows = rows.float()
+        if not torch.isfinite(rows.sum()):
+            raise self._nan_error()
+        return rows.clamp(0.0, 1.0).mul_(255.0).round_()
+
     def _upscale_lr_tiles(
-        self, lr: torch.Tensor, steps: int, generator: torch.Generator | None
+        self,
+        lr: torch.Tensor,
+        steps: int,
+        generator: torch.Generator | None,
+        *,
+        out: torch.Tensor | None = None,
+        finish: Any = None,
     ) -> torch.Tensor:
         from srbench.diffusion.tiling import gaussian_weights_cv2, tiled_map
 
@@ -186,6 +236,8 @@ class SRMethod(abc.ABC):
             weight_fn=gaussian_weights_cv2,
             tiles_per_batch=self.lr_tile_batch,
             accumulate_dtype=torch.float32,
+            out=out,
+            finish=finish,
         )
 
     def _mark_loaded(self, device: torch.device | str, dtype: torch.dtype) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from srbench.names import name_problem
 from srbench.records import PER_IMAGE_CSV, SUMMARY, atomic_write_text
 from srbench.stats import ALPHA, holm, paired_pvalues, seed_sd, t_interval
 
@@ -230,6 +231,8 @@ def _tables(done: pd.DataFrame) -> tuple[pd.Series, dict[str, Table]]:
                 title += " — " + ", ".join(quals)
                 tid += "/" + "/".join(quals).replace(" ", "-")
             plot = f"{dataset}__{protocol}" + ("" if not why else "__" + _short_hash(tid))
+            if name_problem(plot):  # names read from a summary.json never choose where a plot is written
+                plot = f"table__{_short_hash(tid)}"
             tables[tid] = Table(tid, title, str(dataset), str(protocol), str(fp), str(settings), why, plot)
             assign.loc[g.index] = tid
     return assign, tables

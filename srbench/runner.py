@@ -28,13 +28,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from srbench.claim import CELL, RECORDS, check_claim, reconcile_dataset, write_cell
+from srbench.config_check import validate_run_config
 from srbench.data.folders import SRDataset, build_dataset
-from srbench.data.images import ImageReadError, quantize, save_png
+from srbench.data.images import DEFAULT_MAX_PIXELS, ImageReadError
 from srbench.environment import device_name, dtype_name, environment, resolve_device, resolve_dtype
 from srbench.fingerprint import FINGERPRINT_FILE, Fingerprint, dataset_fingerprint
 from srbench.identity import CellIdentity, cell_config, cell_relpath, speed_settings
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps
 from srbench.lock import CellLock, LockLost
+from srbench.names import safe_name
 from srbench.progress import image_progress
 from srbench.protocol import Protocol
 from srbench.records import (
@@ -50,6 +52,7 @@ from srbench.records import (
     write_table,
 )
 from srbench.registry import create_method
+from srbench.sample_io import read_sample, save_sr_png
 from srbench.stats import t_interval
 from srbench.sweep import parallel_workers, sweep_id
 from srbench.timing import MemoryProbe, StageTimer, memory_kind
@@ -80,6 +83,7 @@ def cell_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def cell_dir(cfg: DictConfig | Mapping[str, Any], out_dir: str | Path | None = None) -> Path:
     """Where a cell lives: ``<out_dir>/<dataset>/<protocol>/<label>[-<hash8>]/steps<N>[-seed<S>]``."""
     plain = cell_config(cfg)
+    validate_run_config(plain)  # every part of the path is a checked name (srbench/names.py)
     return Path(out_dir if out_dir is not None else plain.get("out_dir", "results/runs")) / cell_relpath(
         plain
     )
@@ -126,6 +130,7 @@ def _get_metrics(
             crop_border=protocol.crop_border,
             y_channel=protocol.y_channel,
             on_missing=metrics_cfg.get("on_missing", "skip"),
+            max_pixels=metrics_cfg.get("max_pixels"),
         )
     return _METRICS[key]
 
@@ -171,6 +176,7 @@ def check_config(plain: dict[str, Any]) -> _Setup:
     """Every check a config can fail without running anything; raises SRBenchError naming the key."""
     from srbench.metrics import metric_specs
 
+    validate_run_config(plain)  # value checks naming the key (steps, seed, device, names, ...)
     import_plugins(plain.get("plugins"))
     for key in ("method", "dataset", "protocol"):
         if not isinstance(plain.get(key), Mapping):
@@ -346,6 +352,7 @@ def _run_claimed(
                     device,
                     timer,
                     images_dir,
+                    int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
                     memory,
                 )
                 lock.check()  # never append to a cell another process has taken over
@@ -401,14 +408,14 @@ def _warm_up(
         return
     for sample in pending:
         try:
-            lr, hr = dataset.load(sample)
-            lr, _ = protocol.prepare(lr, hr, method.scale)
+            lr, _ = read_sample(sample, protocol, method.scale)  # never warms up on an over-size image
         except (ImageReadError, SRBenchError):
             continue
         method.timer = None
+        upscale = method.upscale_uint8 if protocol.quantize else method.upscale
         try:
             for _ in range(n):
-                method.upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
+                upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
         except Exception as exc:  # the real pass records the failure per image
             log.warning("warm-up failed on %s: %s", sample.id, exc)
         finally:
@@ -427,12 +434,13 @@ def _process(
     device: torch.device,
     timer: StageTimer,
     images_dir: Path | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     memory: MemoryProbe | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
     row: dict[str, Any] = {"id": sample.id}
-    try:
-        lr, hr = dataset.load(sample)
-        lr, hr = protocol.prepare(lr, hr, method.scale)
+    try:  # an id that is not a plain file name, or an image over max_pixels: an error for this image only
+        safe_name(sample.id, "image id", hidden_ok=True)
+        lr, hr = read_sample(sample, protocol, method.scale, max_pixels)
     except (ImageReadError, SRBenchError) as exc:
         row.update(status="error", stage="read", error=str(exc))
         return row, None, None
@@ -441,9 +449,11 @@ def _process(
     memory = memory or MemoryProbe(device)
     memory.start()  # before the timer: trimming the heap is not the method's time
     timer.reset()
+    # with quantize (every paper protocol) the SR is made as 8 bits: no full-size float copy of it exists
+    upscale = method.upscale_uint8 if protocol.quantize else method.upscale
     try:
         with timer.stage("total"):
-            sr = method.upscale(lr[None], steps=steps, generator=generator)
+            sr = upscale(lr[None], steps=steps, generator=generator)
         latency = timer.finish()
         peak_mb, held_mb = memory.stop()
     except torch.cuda.OutOfMemoryError as exc:
@@ -455,10 +465,8 @@ def _process(
         row.update(status="error", stage="upscale", error=f"{type(exc).__name__}: {exc}")
         return row, None, None
     sr = sr[0].cpu()
-    if protocol.quantize:
-        sr = quantize(sr)
     if images_dir is not None:
-        save_png(sr, images_dir / f"{sample.id}.png")
+        save_sr_png(sr, images_dir / f"{sample.id}.png")
     try:
         scores = metrics.score(sr, hr)
     except Exception as exc:

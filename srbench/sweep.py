@@ -52,7 +52,11 @@ def sweep_id() -> str | None:
 def sweep_folder(out_dir: str | Path, sid: str) -> Path:
     """The running sweep's folder (``hydra.sweep.dir``), else ``<out_dir>/sweeps/<id>``."""
     env = os.environ.get(SWEEP_DIR_ENV)
-    return Path(env) if env else Path(out_dir) / "sweeps" / sid
+    if env:
+        return Path(env)
+    from srbench.names import safe_name  # the id becomes a path: no separators, no ..
+
+    return Path(out_dir) / "sweeps" / safe_name(sid, SWEEP_ENV)
 
 
 def sweep_log(out_dir: str | Path, sid: str) -> Path:

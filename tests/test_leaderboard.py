@@ -264,3 +264,15 @@ def test_malformed_summaries_are_listed_as_unreadable_and_the_rest_is_built(tmp_
     assert "Expecting value" in reasons["torn"]
     assert "| realesrgan | 1 | real | 24.00 ± 0.50 |" in md  # the table is still built
     assert "| demo | full | bicubic | 1 | skipped | bicubic skipped (test) |" in md
+
+
+def test_names_read_from_a_summary_never_choose_where_a_plot_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    d = _summary(root, "bicubic", 1, "demo", "full", 23.0, 7.0)
+    s = json.loads((d / "summary.json").read_text())
+    s["dataset"] = "../../escaped"  # a hostile (or hand-edited) summary
+    (d / "summary.json").write_text(json.dumps(s))
+    out = tmp_path / "deep" / "lb"
+    write_leaderboard([root], out)
+    pngs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert pngs and all(p.parts[:3] == ("deep", "lb", "plots") for p in pngs), pngs

