@@ -11,8 +11,10 @@ from :data:`PLACEHOLDERS`.
 A command that cannot run here is in :data:`CHECKED_OTHERWISE` with the reason and what is checked
 instead: those needing real weights or a data download must fail with their clear one-line error (and a
 Hydra run's settings must still compose into a method that accepts them), network downloads and cluster
-launchers are checked through ``--help`` / the composed config.  A new README command that fails and is
-not in the list fails this test.
+launchers are checked through ``--help`` / the composed config.  A subcommand named in prose (an inline
+span such as ```srbench data fetch```) is checked with ``--help``.  The network is cut for the whole test
+(a socket that connects raises), so a download the list forgot fails instead of downloading.  A new README
+command that fails and is not in the list fails this test.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -81,8 +84,7 @@ CHECKED_OTHERWISE: dict[str, tuple[str, str]] = {
     "results/bench/bench.jsonl": ("gpu", "bf16 needs CUDA: on CPU it is refused in one line"),
     "srbench bench dossr --size 128 --size 256 --size 512": ("offline", WEIGHTS),
     "srbench data fetch realsr_crop128": ("help", "downloads the data set (network)"),
-    "srbench weights fetch invsr": ("offline", WEIGHTS),
-    "srbench train dmsr": ("help", "trains two networks for hours on HR images, with SD-Turbo's weights"),
+    "srbench data fetch realsr --force": ("help", "downloads the data set again (network)"),
     "srbench leaderbord": ("typo", "the README's example of a typo"),
     "srbench data verify realsr_crop128": ("offline", DATA),
     "srbench dataset=realsr_crop128 protocol=stablesr_paper method=realesrgan": ("offline", DATA),
@@ -114,7 +116,12 @@ def _fill(command: str) -> str:
 
 def shell_commands(text: str) -> list[str]:
     """Commands of the bash blocks and the inline ``srbench ...`` spans, in README order."""
-    commands: list[str] = []
+    return list(dict.fromkeys(c for c, _ in readme_commands(text)))
+
+
+def readme_commands(text: str) -> list[tuple[str, bool]]:
+    """(command, whether it is an inline span of prose) for every command, placeholders filled."""
+    commands: list[tuple[str, bool]] = []
     for block in code_blocks(text, "bash"):
         for line in block.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
@@ -124,13 +131,27 @@ def shell_commands(text: str) -> list[str]:
             if inner:
                 line = inner.group(1)
             head, *alternatives = line.split(" | ")
-            commands.append(head)
+            commands.append((head, False))
             prefix = " ".join(head.split()[:2])  # `srbench weights list | where NAME` -> srbench weights
-            commands += [f"{prefix} {alt.strip()}" for alt in alternatives]
+            commands += [(f"{prefix} {alt.strip()}", False) for alt in alternatives]
     outside = re.sub(r"```.*?```", "", text, flags=re.S)
     for span in re.findall(r"`(srbench(?: [^`]*)?)`", outside):
-        commands.append(re.sub(r"\s+", " ", span).strip())
-    return list(dict.fromkeys(_fill(c) for c in commands))
+        commands.append((re.sub(r"\s+", " ", span).strip(), True))
+    seen: dict[str, bool] = {}
+    for command, inline in commands:
+        key = _fill(command)
+        seen[key] = seen.get(key, True) and inline  # a command also shown in a code block runs as one
+    return list(seen.items())
+
+
+#: subcommands whose first argument is an action (``srbench data fetch``)
+ACTIONS = {"data", "weights", "train"}
+
+
+def _mention(args: list[str]) -> list[str]:
+    """A subcommand named in prose, as its help: ``data fetch realsr --force`` -> ``data fetch --help``."""
+    words = args[:2] if args[0] in ACTIONS and len(args) > 1 and not args[1].startswith("-") else args[:1]
+    return [*words, "--help"]
 
 
 # ---- running ----------------------------------------------------------------------------------
@@ -169,6 +190,10 @@ def _check_composes(args: list[str]) -> None:
         create_method(method_cfg).check_steps(int(steps))
 
 
+def _no_network(self: socket.socket, *args: object) -> None:
+    raise OSError("network disabled in tests/test_readme.py")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("readme")
@@ -204,10 +229,15 @@ def test_every_readme_command_runs(
 ) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     monkeypatch.delenv("SRBENCH_QUIET", raising=False)
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
+    with pytest.raises(OSError, match="network disabled"):  # so no README command can download anything
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
     failures = []
-    for command in shell_commands(README.read_text()):
-        mode, _why = CHECKED_OTHERWISE.get(command, ("run", ""))
+    for command, inline in readme_commands(README.read_text()):
         words = shlex.split(command)
+        mention = inline and words[1:2] and words[1] in COMMANDS_BY_NAME and command not in CHECKED_OTHERWISE
+        mode, _why = CHECKED_OTHERWISE.get(command, ("mention" if mention else "run", ""))
         if mode == "skip":
             continue
         if mode == "shell-syntax":
@@ -222,12 +252,12 @@ def test_every_readme_command_runs(
         monkeypatch.chdir(workdir / "offline" if mode in ("offline", "gpu") else workdir)
         if mode == "help":
             args = [*args, "--help"]
+        elif mode == "mention":
+            args = _mention(args)
         elif mode == "config":  # the composed config (Hydra shows it for one run, not for -m)
             args = [*(a for a in args if a not in ("-m", "--multirun")), "--cfg", "hydra"]
         elif _is_hydra_run(args):
             args = [*args, *TEST_SIZE]
-        elif len(args) == 1 and args[0] in COMMANDS_BY_NAME and args[0] not in ("methods",):
-            args = [*args, "--help"]  # a command named in prose, e.g. `srbench bench`
         if args[:1] == ["bench"] and mode == "run":
             args += ["--repeats", "1", "--warmup", "0", "--size", "32"]
         rc, out = _srbench(args, capfd)
