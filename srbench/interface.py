@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import difflib
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -61,8 +63,16 @@ class SRMethod(abc.ABC):
     stages: ClassVar[tuple[str, ...]] = ()
     #: True when the method draws random numbers (diffusion); the runner then seeds per image
     stochastic: ClassVar[bool] = False
+    #: options every method takes (generic LR tiling, :meth:`set_lr_tiling`)
+    common_options: ClassVar[tuple[str, ...]] = ("lr_tile", "lr_tile_overlap", "lr_tile_batch")
+    #: steps when a call names none (``method(image)``, ``srbench bench``); ``srbench.load(name, steps=)``
+    #: sets it; None: the smallest supported count (1 when any works)
+    default_steps: int | None = None
 
     def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.known_options()))
+        if unknown:
+            raise SRBenchError(_unknown_options_message(self.name or type(self).__name__, unknown, self))
         self.options = options
         # generic LR tiling (any method): bounded memory on large inputs, see :meth:`set_lr_tiling`
         self.set_lr_tiling(
@@ -72,6 +82,21 @@ class SRMethod(abc.ABC):
         self.dtype = torch.float32
         self.timer: StageTimer | None = None
         self._loaded = False
+
+    @classmethod
+    def known_options(cls) -> list[str]:
+        """The options the constructor takes: the named parameters of every ``__init__`` in the class
+        hierarchy, plus :attr:`common_options`.  Anything else is an error (a misspelt option would
+        otherwise be ignored silently)."""
+        names = set(cls.common_options)
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is SRMethod or klass is object:
+                continue
+            params = inspect.signature(init).parameters.values()
+            names.update(p.name for p in params if p.kind in kinds and p.name != "self")
+        return sorted(names)
 
     def set_lr_tiling(self, tile: int | None, overlap: int = 32, batch: int = 1) -> None:
         """Run inputs larger than ``tile`` LR px in overlapping ``tile`` x ``tile`` tiles, ``batch``
@@ -217,3 +242,45 @@ class SRMethod(abc.ABC):
 
     def _mark_loaded(self, device: torch.device | str, dtype: torch.dtype) -> None:
         self.device, self.dtype, self._loaded = torch.device(device), dtype, True
+
+    # ---- the Python API ----------------------------------------------------------------------
+    def __call__(
+        self,
+        image: Any,
+        *,
+        steps: int | None = None,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+    ) -> Any:
+        """Upscale one image given as a file path, a PIL image, a numpy array (h,w,3) / (h,w) or a
+        tensor (3,h,w) / (B,3,h,w); the result is of the same kind (a PIL image for a path), uint8 in
+        uint8 out, float in [0,1] in, float out.  ``steps`` defaults to :attr:`default_steps` (the one
+        given to ``srbench.load``), else the smallest supported; ``seed`` makes the call reproducible
+        (``generator`` overrides it; ``seed=None`` draws fresh noise)."""
+        from srbench.api import from_batch, to_batch
+
+        batch, kind = to_batch(image)
+        steps = self.resolve_steps(steps)
+        if generator is None and seed is not None:
+            gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+            generator = torch.Generator(gen_device).manual_seed(int(seed))
+        return from_batch(self.upscale(batch, steps=steps, generator=generator), kind)
+
+    def resolve_steps(self, steps: int | None = None) -> int:
+        """``steps`` if given, else :attr:`default_steps`, else the smallest supported count."""
+        if steps is not None:
+            return steps
+        if self.default_steps is not None:
+            return int(self.default_steps)
+        supported = self.supported_steps()
+        return 1 if not supported or 1 in supported else min(supported)
+
+
+def _unknown_options_message(name: str, unknown: list[str], method: SRMethod) -> str:
+    known = method.known_options()
+    hints = [
+        f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, known, n=1)) else u
+        for u in unknown
+    ]
+    plural = "s" if len(unknown) > 1 else ""
+    return f"method '{name}': unknown option{plural} {', '.join(hints)}; known options: {', '.join(known)}"

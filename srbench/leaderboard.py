@@ -35,6 +35,12 @@ from srbench.stats import ALPHA, holm, paired_pvalues, seed_sd, t_interval
 log = logging.getLogger(__name__)
 
 KEY = ["dataset", "protocol", "method", "steps"]
+#: column order of the metrics, as the papers' tables: full-reference first (PSNR, SSIM, LPIPS, ...), then
+#: no-reference; every name of srbench.metrics.metric_specs() is here (tests check), others go last, sorted
+METRIC_ORDER = (
+    *("psnr", "psnr-rgb", "ssim", "lpips", "lpips-vgg", "dists", "topiq_fr", "fid"),
+    *("niqe", "pi", "brisque", "clipiqa", "musiq", "maniqa", "maniqa-pipal", "topiq_nr", "liqe", "nima"),
+)
 STATUSES = ("done", "skipped", "failed")
 
 
@@ -149,6 +155,7 @@ def collect(
         rows.append({**base, **row})
         lower_better.update(lower)
     rows.extend(dict(e) for e in extra)
+    lower_better = {m: lower_better[m] for m in ordered_metrics(lower_better)}
     df = pd.DataFrame(rows)
     if df.empty:
         return df, lower_better
@@ -157,6 +164,12 @@ def collect(
             df[col] = None
     df["method"] = df["label"]
     return df.reset_index(drop=True), lower_better
+
+
+def ordered_metrics(names: Iterable[str]) -> list[str]:
+    """``names`` in :data:`METRIC_ORDER` (the papers' column order), unknown ones last, sorted."""
+    rank = {m: i for i, m in enumerate(METRIC_ORDER)}
+    return sorted(dict.fromkeys(names), key=lambda m: (rank.get(m, len(rank)), m))
 
 
 # ------------------------------------------------------------------------------------ tables and rows
@@ -538,7 +551,9 @@ def to_markdown(
             ]
         seeds = bool((group["n_seeds"] > 1).any())
         multi_seed |= seeds
-        cols = ["method", "steps", "weights", *(["seeds"] if seeds else []), *metrics, "latency_median_s"]
+        # only the metrics this table has values of: an LR-only table has no full-reference columns
+        shown = [m for m in metrics if group[m].notna().any()]
+        cols = ["method", "steps", "weights", *(["seeds"] if seeds else []), *shown, "latency_median_s"]
         cols += ["mean_rank", "images"]
         header = [f"{c} {'↓' if lower_better[c] else '↑'}" if c in lower_better else c for c in cols]
         header = [

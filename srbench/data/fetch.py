@@ -85,16 +85,16 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from srbench.progress import progress  # a terminal only, and not with --quiet
 
-    return tqdm(
+    return progress(
         total=total,
         initial=initial,
         unit="B",
         unit_scale=True,
         unit_divisor=1024,
         desc=desc,
-        disable=not enabled,
+        disable_if=not enabled,
     )
 
 
@@ -477,6 +477,13 @@ def _check_declared(writer: _NoFollowWriter, sizes: Sequence[tuple[str, int]]) -
         writer.limits.check(writer.archive, name, total, i, writer.archive_bytes)
 
 
+def _members_bar(members: list[Any], archive: Path) -> Any:
+    """The members to extract, with a progress bar on a terminal (srbench.progress)."""
+    from srbench.progress import progress
+
+    return progress(members, total=len(members), desc=f"extract {archive.name}", unit="file")
+
+
 def _extract_tar(
     archive: Path, writer: _NoFollowWriter, mapper: Callable[[PurePosixPath], PurePosixPath | None]
 ) -> None:
@@ -500,7 +507,7 @@ def _extract_tar(
                 renamed[m.name] = new
         chosen = [m for m in members if m.name in renamed]
         _check_declared(writer, [(m.name, m.size) for m in chosen if m.isreg()])
-        for m in chosen:
+        for m in _members_bar(chosen, archive):
             parts = renamed[m.name].parts
             if m.isdir():
                 writer.mkdir(parts, m.name)
@@ -555,7 +562,7 @@ def _extract_zip(
         _check_declared(
             writer, [(i.filename, i.file_size) for i, _, lk in plan if lk is None and not i.is_dir()]
         )
-        for info, rel, link in plan:
+        for info, rel, link in _members_bar(plan, archive):
             if info.is_dir():
                 writer.mkdir(rel.parts, info.filename)
             elif link is not None:
@@ -637,9 +644,9 @@ def _install_files(
     timeout: float,
     force: bool = False,
 ) -> None:
-    from tqdm.auto import tqdm
+    from srbench.progress import progress as progress_bar
 
-    for f in tqdm(v.files, desc=f"{v.dataset_name} files", unit="file", disable=not progress):
+    for f in progress_bar(v.files, desc=f"{v.dataset_name} files", unit="file", disable_if=not progress):
         out = staging.joinpath(*PurePosixPath(f.path).parts)
         out.parent.mkdir(parents=True, exist_ok=True)
         if from_path is not None:
