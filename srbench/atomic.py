@@ -8,7 +8,6 @@ place is therefore given the mode a plain ``open(path, "w")`` would have created
 from __future__ import annotations
 
 import os
-import tarfile
 import tempfile
 import threading
 from pathlib import Path
@@ -62,13 +61,3 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def tar_data_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-    """tarfile's ``data`` filter (nothing outside the target, no special files), with the umask's modes
-    instead of the archive's: an archive's 0644 must not override a private umask, nor its lack of group
-    bits a shared one."""
-    out = tarfile.data_filter(member, path)
-    if out is None:
-        return None
-    return out.replace(mode=(0o777 if out.isdir() else 0o666) & ~current_umask(), deep=False)

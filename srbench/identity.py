@@ -47,7 +47,15 @@ def cell_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             "lr_tile": int(plain["lr_tile"]),
             "lr_tile_overlap": int(plain.get("lr_tile_overlap", 32)),
         }
+    if isinstance(plain.get("method"), Mapping):
+        plain["method"] = _real_weights_implicit(plain["method"])
     return plain
+
+
+def _real_weights_implicit(method: Mapping[str, Any]) -> dict[str, Any]:
+    """``tiny: false`` (every method config has it, for ``method.tiny=true`` sweeps) is the same cell as no
+    ``tiny`` key: only ``tiny: true`` (random weights) is part of a cell's identity."""
+    return {k: v for k, v in method.items() if not (k == "tiny" and v is False)}
 
 
 def label(plain: Mapping[str, Any]) -> str:
@@ -152,7 +160,9 @@ def variant_options(plain: Mapping[str, Any]) -> dict[str, Any]:
     }
     top_values = {"dtype": str(plain.get("dtype") or "auto"), **measurement_settings(plain)}
     options = {
-        **_diff("method", method, _group_defaults("method", str(method["name"]))),
+        **_diff(
+            "method", method, _real_weights_implicit(_group_defaults("method", str(method["name"])) or {})
+        ),
         **_diff("dataset", dataset, ds_defaults),
         **_diff("protocol", protocol, _group_defaults("protocol", str(protocol.get("name")))),
     }

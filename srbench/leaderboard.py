@@ -38,13 +38,18 @@ import pandas as pd
 from tabulate import tabulate
 
 from srbench.cellindex import CellIndex, Scores, opened
-from srbench.metrics import metric_specs, set_level
+from srbench.metrics import PAPER_ORDER, metric_specs, paper_order, set_level
+from srbench.names import name_problem
 from srbench.records import PER_IMAGE_CSV, SUMMARY, atomic_write_text
 from srbench.stats import ALPHA, holm, seed_sd, t_interval, wilcoxon_rows
 
 log = logging.getLogger(__name__)
 
 KEY = ["dataset", "protocol", "method", "steps"]
+#: column order of the metrics, as the papers' tables (one list: :data:`srbench.metrics.PAPER_ORDER`):
+#: full-reference first (PSNR, SSIM, LPIPS, ..., FID), then no-reference; every name of
+#: srbench.metrics.metric_specs() is here (tests check), others go last, sorted
+METRIC_ORDER = PAPER_ORDER
 STATUSES = ("done", "skipped", "failed")
 
 
@@ -180,6 +185,7 @@ def collect(
         rows.append({**base, **got["row"]})
         lower_better.update(got["lower"])
     rows.extend(dict(e) for e in extra)
+    lower_better = {m: lower_better[m] for m in ordered_metrics(lower_better)}
     df = pd.DataFrame(rows)
     if df.empty:
         return df, lower_better
@@ -198,6 +204,11 @@ def collect(
             df[col] = None
     df["method"] = df["label"]
     return df.reset_index(drop=True), lower_better
+
+
+def ordered_metrics(names: Iterable[str]) -> list[str]:
+    """``names`` in :data:`METRIC_ORDER` (the papers' column order), unknown ones last, sorted."""
+    return paper_order(sorted(dict.fromkeys(names)))
 
 
 # ------------------------------------------------------------------------------------ tables and rows
@@ -262,7 +273,9 @@ def _tables(done: list[dict[str, Any]]) -> tuple[list[str], dict[str, Table]]:
                 title += " — " + ", ".join(quals)
                 tid += "/" + "/".join(quals).replace(" ", "-")
             plot = f"{dataset}__{protocol}" + ("" if not why else "__" + _short_hash(tid))
-            tables[tid] = Table(tid, title, dataset, protocol, str(fp), str(settings), why, plot)
+            if name_problem(plot):  # names read from a summary.json never choose where a plot is written
+                plot = f"table__{_short_hash(tid)}"
+            tables[tid] = Table(tid, title, str(dataset), str(protocol), str(fp), str(settings), why, plot)
             for i in members:
                 assign[i] = tid
     return assign, tables

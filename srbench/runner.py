@@ -2,6 +2,12 @@
 
 Idempotent: a finished cell is skipped; an interrupted one resumes at the first image whose
 row is not in ``per_image.jsonl`` (DESIGN.md, "Runs, records, leaderboard").
+
+On a terminal the images of a cell show as a progress bar with ETA (:mod:`srbench.progress`), the
+per-image log lines above it; elsewhere one line per image.  Memory per image is the peak of the call
+above the memory held before it (``peak_mem_mb``; ``held_mem_mb`` = weights and caches), as ``srbench
+bench`` measures it: on CPU the process's RSS holds the libraries and the model, which said nothing about
+the method (bicubic "used" 1 GB).
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from srbench.claim import CELL, RECORDS, check_claim, reconcile_dataset, write_cell
+from srbench.config_check import validate_run_config
 from srbench.data.folders import SRDataset, build_dataset
-from srbench.data.images import ImageReadError, quantize, save_png
+from srbench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, check_pixels, image_size
 from srbench.environment import device_name, dtype_name, environment, resolve_device, resolve_dtype
 from srbench.fingerprint import FINGERPRINT_FILE, Fingerprint, dataset_fingerprint
 from srbench.identity import CellIdentity, cell_config, cell_relpath, speed_settings
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps
 from srbench.lock import CellLock, LockLost
+from srbench.names import safe_name
+from srbench.progress import image_progress
 from srbench.protocol import Protocol
 from srbench.records import (
     CONFIG,
@@ -45,9 +54,10 @@ from srbench.records import (
 )
 from srbench.registry import create_method
 from srbench.rescore import rescore_claimed, score_rows
+from srbench.sample_io import read_sample, save_sr_png
 from srbench.scoring import add_set, metric_stat, ordered, score_set_level, set_index, set_stat, stored_sets
-from srbench.sweep import sweep_id
-from srbench.timing import StageTimer
+from srbench.sweep import parallel_workers, sweep_id
+from srbench.timing import MemoryProbe, StageTimer, memory_kind
 from srbench.wandb_log import WandbLogger
 
 log = logging.getLogger("srbench")
@@ -75,6 +85,7 @@ def cell_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def cell_dir(cfg: DictConfig | Mapping[str, Any], out_dir: str | Path | None = None) -> Path:
     """Where a cell lives: ``<out_dir>/<dataset>/<protocol>/<label>[-<hash8>]/steps<N>[-seed<S>]``."""
     plain = cell_config(cfg)
+    validate_run_config(plain)  # every part of the path is a checked name (srbench/names.py)
     return Path(out_dir if out_dir is not None else plain.get("out_dir", "results/runs")) / cell_relpath(
         plain
     )
@@ -99,17 +110,29 @@ def _get_method(
     return _METHODS[key]
 
 
-def _get_metrics(metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device) -> Any:
-    from srbench.metrics import MetricSuite
+#: why a full-reference metric has no score on a dataset without HR images
+NO_HR = "full-reference metric: the dataset has no HR images"
 
-    key = json.dumps([metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True)
+
+def _get_metrics(
+    metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device, has_hr: bool = True
+) -> Any:
+    """The metric suite, built once per process (a metric that cannot be built says so once, then);
+    without HR images only the no-reference metrics are built."""
+    from srbench.metrics import MetricSuite, metric_specs
+
+    names = [n for n in metrics_cfg.get("names", []) if has_hr or metric_specs()[n].kind == "nr"]
+    key = json.dumps(
+        [names, metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True
+    )
     if key not in _METRICS:
         _METRICS[key] = MetricSuite(
-            list(metrics_cfg.get("names", [])),
+            names,
             device=device,
             crop_border=protocol.crop_border,
             y_channel=protocol.y_channel,
             on_missing=metrics_cfg.get("on_missing", "skip"),
+            max_pixels=metrics_cfg.get("max_pixels"),
         )
     return _METRICS[key]
 
@@ -155,6 +178,7 @@ def check_config(plain: dict[str, Any]) -> _Setup:
     """Every check a config can fail without running anything; raises SRBenchError naming the key."""
     from srbench.metrics import metric_specs
 
+    validate_run_config(plain)  # value checks naming the key (steps, seed, device, names, ...)
     import_plugins(plain.get("plugins"))
     for key in ("method", "dataset", "protocol"):
         if not isinstance(plain.get(key), Mapping):
@@ -318,9 +342,8 @@ def _run_claimed(
         allocator.keep_freed_memory()
     model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
     method = _get_method(method_cfg, device, dtype, model_speed)
-    metrics = _get_metrics({**plain["metrics"], "names": ordered(names)}, protocol, device)
-    for name, message in metrics.skipped.items():
-        log.warning("metric %s skipped: %s", name, message)
+    metrics = _get_metrics({**plain["metrics"], "names": ordered(names)}, protocol, device, dataset.has_hr)
+    not_applicable = [n for n in names if n not in metrics.names]
     external = method.source == "external"
     external_record = (
         method.bind([s.id for s in dataset], protocol)  # type: ignore[attr-defined]
@@ -340,11 +363,12 @@ def _run_claimed(
         log.info("resuming %s: %d of %d images already finished", run_dir, len(rows), len(dataset))
     if added and any(r.get("status") == "ok" for r in rows):  # new metrics for the finished images
         log.info("%s: adding %s to %d finished image(s) from their saved images", run_dir, added, len(rows))
-        adding = _get_metrics({**plain["metrics"], "names": added}, protocol, device)
+        adding = _get_metrics({**plain["metrics"], "names": added}, protocol, device, dataset.has_hr)
         score_rows(rows, adding, run_dir, dataset, protocol, method.scale)
         plog.repair(rows)
 
     timer = StageTimer(device)
+    memory = MemoryProbe(device, trim=not speed["keep_freed_memory"])
     method.timer = timer
     wb = WandbLogger(
         plain.get("wandb"),
@@ -357,32 +381,36 @@ def _run_claimed(
         if pending and not external:
             _warm_up(method, dataset, pending, protocol, steps, int(plain.get("warmup", 1)), device, timer)
         images_dir = run_dir / "images" if plain.get("save_images", True) else None
-        for sample in pending:
-            row, sr, lr = _process(
-                sample,
-                dataset,
-                method,
-                metrics,
-                protocol,
-                steps,
-                int(plain["seed"]),
-                device,
-                timer,
-                images_dir,
-                external,
-            )
-            lock.check()  # never append to a cell another process has taken over
-            plog.append(row)
-            rows.append(row)
-            if sr is not None:
-                wb.log_image(row, sr, lr)
-            log.info(
-                "[%d/%d] %s %s",
-                len(rows),
-                len(dataset),
-                sample.id,
-                _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
-            )
+        with image_progress(len(dataset), len(rows), f"{ident.label} steps={steps}") as bar:
+            for sample in pending:
+                row, sr, lr = _process(
+                    sample,
+                    dataset,
+                    method,
+                    metrics,
+                    protocol,
+                    steps,
+                    int(plain["seed"]),
+                    device,
+                    timer,
+                    images_dir,
+                    int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
+                    memory,
+                    external,
+                )
+                lock.check()  # never append to a cell another process has taken over
+                plog.append(row)
+                rows.append(row)
+                if sr is not None:
+                    wb.log_image(row, sr, lr)
+                log.info(
+                    "[%d/%d] %s %s",
+                    len(rows),
+                    len(dataset),
+                    sample.id,
+                    _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
+                )
+                bar.update(1)
     finally:
         method.timer = None
 
@@ -390,7 +418,7 @@ def _run_claimed(
     write_table(run_dir / PER_IMAGE_CSV, rows)
     summary = _base_summary(plain, cell, dataset, protocol, device, dtype, method)
     summary.update(_aggregate(rows, metrics))
-    summary["metrics_skipped"] = dict(metrics.skipped)
+    summary["metrics_skipped"] = {**dict(metrics.skipped), **dict.fromkeys(not_applicable, NO_HR)}
     if metrics.set_level:  # whole-set metrics (FID): once per cell, over the saved SR images
         ok_ids = [r["id"] for r in rows if r.get("status") == "ok"]
         values, why = score_set_level(metrics, run_dir, ok_ids, dataset, protocol, method.scale)
@@ -417,7 +445,7 @@ def _run_claimed(
         summary["reason"] = f"every image failed ({len(rows)}); first: {first['id']}: {first['error']}"
     write_json(summary_path, summary)
     wb.finish(summary, rows)
-    return CellOutcome(summary["status"], run_dir, summary)
+    return CellOutcome(summary["status"], run_dir, summary, summary.get("reason", ""))
 
 
 def _warm_up(
@@ -435,14 +463,14 @@ def _warm_up(
         return
     for sample in pending:
         try:
-            lr, hr = dataset.load(sample)
-            lr, _ = protocol.prepare(lr, hr, method.scale)
+            lr, _ = read_sample(sample, protocol, method.scale)  # never warms up on an over-size image
         except (ImageReadError, SRBenchError):
             continue
         method.timer = None
+        upscale = method.upscale_uint8 if protocol.quantize else method.upscale
         try:
             for _ in range(n):
-                method.upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
+                upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
         except Exception as exc:  # the real pass records the failure per image
             log.warning("warm-up failed on %s: %s", sample.id, exc)
         finally:
@@ -461,24 +489,38 @@ def _process(
     device: torch.device,
     timer: StageTimer,
     images_dir: Path | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory: MemoryProbe | None = None,
     external: bool = False,
 ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
     row: dict[str, Any] = {"id": sample.id}
-    try:
-        lr_full, hr_full = dataset.load(sample)
-        lr, hr = protocol.prepare(lr_full, hr_full, method.scale)
-        if external:  # the stored SR image of this id, cut to what the protocol scores
-            method.select(sample.id, lr_full, hr_full, lr)  # type: ignore[attr-defined]
+    try:  # an id that is not a plain file name, or an image over max_pixels: an error for this image only
+        safe_name(sample.id, "image id", hidden_ok=True)
+        if external or getattr(dataset, "lr_in_memory", False):  # the dataset's own reader, full images
+            for path, what in ((sample.lr_path, "LR"), (sample.hr_path, "HR")):
+                if path is not None:
+                    check_pixels(Path(path), image_size(path), max_pixels, what)
+            lr_full, hr_full = dataset.load(sample)
+            lr, hr = protocol.prepare(lr_full, hr_full, method.scale)
+            if external:  # the stored SR image of this id, cut to what the protocol scores
+                method.select(sample.id, lr_full, hr_full, lr)  # type: ignore[attr-defined]
+        else:
+            lr, hr = read_sample(sample, protocol, method.scale, max_pixels)
     except (ImageReadError, SRBenchError) as exc:
         row.update(status="error", stage="read", error=str(exc))
         return row, None, None
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     generator = torch.Generator(gen_device).manual_seed(image_seed(seed, sample.id))
+    memory = memory or MemoryProbe(device)
+    memory.start()  # before the timer: trimming the heap is not the method's time
     timer.reset()
+    # with quantize (every paper protocol) the SR is made as 8 bits: no full-size float copy of it exists
+    upscale = method.upscale_uint8 if protocol.quantize else method.upscale
     try:
         with timer.stage("total"):
-            sr = method.upscale(lr[None], steps=steps, generator=generator)
+            sr = upscale(lr[None], steps=steps, generator=generator)
         latency = timer.finish()
+        peak_mb, held_mb = memory.stop()
     except torch.cuda.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
         row.update(status="error", stage="upscale", error=f"out of memory on {tuple(lr.shape)}: {exc}")
@@ -488,10 +530,8 @@ def _process(
         row.update(status="error", stage="upscale", error=f"{type(exc).__name__}: {exc}")
         return row, None, None
     sr = sr[0].cpu()
-    if protocol.quantize:
-        sr = quantize(sr)
     if images_dir is not None:
-        save_png(sr, images_dir / f"{sample.id}.png")
+        save_sr_png(sr, images_dir / f"{sample.id}.png")
     try:
         scores = metrics.score(sr, hr)
     except Exception as exc:
@@ -503,12 +543,12 @@ def _process(
     row.update(scores)
     if not external:  # an external method's "latency" would be a file read
         row.update({f"latency_{k}_s": v for k, v in latency.items()})
-        row["peak_mem_mb"] = timer.peak_memory_mb()
+        row["peak_mem_mb"], row["held_mem_mb"] = peak_mb, held_mb  # the call's increase; what was held before
     return row, sr, lr
 
 
 def _row_brief(row: dict[str, Any]) -> str:
-    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb"}
+    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb", "held_mem_mb"}
     return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in skip and isinstance(v, float))
 
 
@@ -541,6 +581,8 @@ def _aggregate(rows: list[dict[str, Any]], metrics: Any) -> dict[str, Any]:
     }
     mems = [r["peak_mem_mb"] for r in ok if r.get("peak_mem_mb") is not None]
     out["peak_mem_mb"] = max(mems) if mems else None
+    held = [r["held_mem_mb"] for r in ok if r.get("held_mem_mb") is not None]
+    out["held_mem_mb"] = max(held) if held else None
     return out
 
 
@@ -566,7 +608,9 @@ def _base_summary(
         "weights": None
         if weights is None
         else {"id": weights.id, "real": weights.real, "label": weights.label, "detail": weights.detail},
-        "memory_kind": "cuda_allocator_peak" if device.type == "cuda" else "process_peak_rss",
+        # the peak of one call above what was held before it (srbench bench's measure); see MemoryProbe
+        "memory_kind": memory_kind(device, speed_settings(plain)["keep_freed_memory"]),
+        "parallel_workers": parallel_workers() if device.type == "cpu" else 1,
         "speed": speed_settings(plain),
         "environment": environment(device, dtype),
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

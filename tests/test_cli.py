@@ -47,7 +47,7 @@ def test_multirun_then_leaderboard(tmp_path: Path) -> None:
         "dataset.lr_dir": str(tmp_path / "data/LR"),
     }
     assert json.loads((cell / "steps2/summary.json").read_text())["status"] == "skipped"
-    assert not (runs / "toy/full/bicubic-*/.hydra").exists() and list(runs.glob("logs/*/0/.hydra"))
+    assert not (runs / "toy/full/bicubic-*/.hydra").exists() and list(runs.glob("sweeps/*/0/.hydra"))
 
     lb = _srbench("leaderboard", str(runs), cwd=tmp_path)
     assert lb.returncode == 0, lb.stderr

@@ -150,3 +150,29 @@ def test_precomputed_needs_a_folder_and_declares_its_steps(tmp_path: Path) -> No
     assert m.supported_steps() == [1]
     with pytest.raises(SRBenchError, match="no image files"):
         m.outputs_fingerprint()  # an empty folder: nothing to score
+
+
+def test_hr_alone_sets_the_lr_geometry_and_scores_as_the_paired_run(tmp_path: Path) -> None:
+    """``--hr`` alone: each LR is made from its HR in memory (the runner reads such a dataset through its
+    own ``load``, never the HR file as an LR), so an SR image of the full LR under a centre-crop protocol is
+    cut as in the paired run of the same files and scores the same; the fingerprint is its own."""
+    data = _data(tmp_path / "data")
+    sr = _bicubic_sr(data / "LR", tmp_path / "sr", list(PHOTOS))
+    runs = tmp_path / "runs"
+    common = ["--metrics", "psnr", "--out-dir", str(runs), "--protocol", "stablesr_paper"]
+    common += ["protocol.lr_centre_crop=8"]
+    paired = [str(sr), "--hr", str(data / "HR"), "--lr", str(data / "LR"), "--name", "paired", *common]
+    assert score_cli(paired) == 0
+    assert score_cli([str(sr), "--hr", str(data / "HR"), "--name", "hronly", *common]) == 0
+    cells = {_summary(p.parent)["method"]: p.parent for p in runs.rglob("summary.json")}
+    a, b = cells["paired"], cells["hronly"]
+    assert _summary(a)["n_ok"] == _summary(b)["n_ok"] == len(PHOTOS)
+    assert _summary(a)["dataset_fingerprint"] != _summary(b)["dataset_fingerprint"]
+    pa = pd.read_csv(a / "per_image.csv").set_index("id")["psnr"]
+    pb = pd.read_csv(b / "per_image.csv").set_index("id")["psnr"]
+    assert (pa.sort_index() == pb.sort_index()).all()
+    # srbench's own method on the HR-only set runs on the LR made in memory, not on the HR file
+    own = compose(["method=bicubic", "dataset=hr_only", f"dataset.hr_dir={data / 'HR'}", f"out_dir={runs}"])
+    assert run_cell(own, cell_dir(own, runs)).status == "done"
+    rows = pd.read_csv(cell_dir(own, runs) / "per_image.csv")
+    assert (rows["status"] == "ok").all() and (rows["lr_h"] == 16).all() and (rows["lr_w"] == 16).all()

@@ -1,11 +1,12 @@
 """Set-level metrics: FID is computed once per cell (SR set vs HR set) and shown as set-level.
 
 FID's InceptionV3 weights (pt_inception-2015-12-05) are not on this machine: without them the metric is
-skipped with a message naming the file; with a RANDOM-WEIGHT stand-in saved where pyiqa looks (the real
-file's layout, in a cache of this module only) it builds and runs through pyiqa's own FID code (folder
-reading, clean-fid resizing, 2048-d Inception features).  To keep the test seconds long, pyiqa's Frechet
-distance is replaced by the squared distance of the feature means (its first term; the 2048x2048 matrix
-square root of the full formula takes over a minute on one CPU thread).  Values are plumbing checks, not FID.
+skipped with a message naming the file, and a file that is not the published one (sha256) is refused before
+anything unpickles it; with ``random_backbones=True`` (a RANDOM-WEIGHT InceptionV3 made in memory, no file
+read) it builds and runs through pyiqa's own FID code (folder reading, clean-fid resizing, 2048-d Inception
+features).  To keep the test seconds long, pyiqa's Frechet distance is replaced by the squared distance of
+the feature means (its first term; the 2048x2048 matrix square root of the full formula takes over a minute
+on one CPU thread).  Values are plumbing checks, not FID.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from srbench import metric_files
+from srbench import metrics as metrics_module
 from srbench.data.demo import centre_crop, load_photo
 from srbench.leaderboard import write_leaderboard
 from srbench.metrics import MetricSuite
@@ -59,25 +61,18 @@ def pyiqa_cache(tmp_path_factory) -> Path:
         mp.setattr(download_util, "DEFAULT_CACHE_DIR", str(cache))
         mp.setattr(pyiqa, "create_metric", create)
         mp.setattr(fid_arch, "frechet_distance", mean_distance)
+        mp.setattr(metrics_module, "MetricSuite", _RandomBackbones)  # the suites runs build in this module
         _METRICS.clear()
         _METHODS.clear()
         yield cache
         _METRICS.clear()
 
 
-def _stand_in(path: Path) -> None:
-    """Randomly initialised FID InceptionV3, saved as the real checkpoint is (a plain state dict)."""
-    import pyiqa.archs.inception as inception
+class _RandomBackbones(MetricSuite):
+    """The suite a run builds, with random stand-ins (``random_backbones=True``): plumbing only."""
 
-    real_load = inception.load_pretrained_network
-    inception.load_pretrained_network = lambda *a, **k: None
-    try:
-        torch.manual_seed(0)
-        net = inception.fid_inception_v3()
-    finally:
-        inception.load_pretrained_network = real_load
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, path)  # half: a smaller file
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, random_backbones=True, **kwargs)  # type: ignore[arg-type]
 
 
 def _images(folder: Path, shift: int = 0) -> list[Path]:
@@ -102,10 +97,11 @@ def test_fid_is_skipped_offline_refuses_a_pickle_and_runs_on_a_stand_in(
     pyiqa_cache.mkdir(parents=True)  # anything but tensors must never reach pyiqa's weights_only=False load
     torch.save({"x": argparse.Namespace(code="not weights")}, pyiqa_cache / WEIGHTS)
     refused = MetricSuite(["fid"])
-    assert refused.available == [] and "refused before unpickling" in refused.skipped["fid"]
+    msg = refused.skipped["fid"]
+    assert refused.available == [] and str(pyiqa_cache / WEIGHTS) in msg and "sha256" in msg
+    assert "does not load it" in msg
 
-    _stand_in(pyiqa_cache / WEIGHTS)
-    built = MetricSuite(["fid"])
+    built = MetricSuite(["fid"], random_backbones=True)  # the file above is not even opened
     assert built.set_level == ["fid"] and built.weights_verified["fid"] is False  # not the published file
     hr = _images(tmp_path / "hr")
     sr = _images(tmp_path / "sr", shift=40)
@@ -115,7 +111,6 @@ def test_fid_is_skipped_offline_refuses_a_pickle_and_runs_on_a_stand_in(
 
 
 def test_a_cell_scores_fid_once_and_the_leaderboard_says_set_level(pyiqa_cache: Path, tmp_path: Path) -> None:
-    assert (pyiqa_cache / WEIGHTS).is_file()  # the stand-in of the test above
     data, runs = tmp_path / "data", tmp_path / "runs"
     hr = _images(data / "HR")
     (data / "LR").mkdir()

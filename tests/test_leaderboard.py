@@ -307,3 +307,15 @@ def test_a_rewritten_summary_is_read_again_not_taken_from_the_index(tmp_path: Pa
     (cell / "summary.json").write_text(json.dumps(s))
     df = pd.read_csv(write_leaderboard([root], tmp_path / "lb2", plots=False)[0]).set_index("method")
     assert df.loc["b", "psnr"] == 30.0
+
+
+def test_names_read_from_a_summary_never_choose_where_a_plot_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    d = _summary(root, "bicubic", 1, "demo", "full", 23.0, 7.0)
+    s = json.loads((d / "summary.json").read_text())
+    s["dataset"] = "../../escaped"  # a hostile (or hand-edited) summary
+    (d / "summary.json").write_text(json.dumps(s))
+    out = tmp_path / "deep" / "lb"
+    write_leaderboard([root], out)
+    pngs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    assert pngs and all(p.parts[:3] == ("deep", "lb", "plots") for p in pngs), pngs

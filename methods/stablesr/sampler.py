@@ -36,6 +36,7 @@ import torch
 
 from methods.stablesr.noise import NOISE_LAYOUTS, initial_noise
 from srbench.diffusion.tiling import TileBox, WeightCache, blend_dtype_of, gaussian_weights_mixture, tiled_map
+from srbench.progress import sampler_steps
 
 if TYPE_CHECKING:  # diffusers is imported when sampling starts, not when the plugin registers
     from diffusers import DDPMScheduler
@@ -208,7 +209,7 @@ class StableSRSampler:
             sched = train_scheduler()
             sched.set_timesteps(timesteps=taus, device=z.device)
         abar = self.alphas_cumprod.to(torch.float64)
-        for k, tau in enumerate(taus):
+        for k, tau in sampler_steps(enumerate(taus), len(taus), f"stablesr {sampler}"):
             eps = self.predict_eps(z, z_lr, tau, guidance, tile, stride)
             if sampler == "ddpm":
                 z = sched.step(eps, tau, z, generator=generator).prev_sample

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -148,6 +148,8 @@ def lr_only_folder(name: str, lr_dir: str | Path, *, scale: int = 4) -> SRDatase
 class HROnlyDataset(SRDataset):
     """HR images only (scoring SR images made elsewhere against them): each LR is made from its HR in memory
     by antialiased bicubic downscaling by ``scale``; it sets the geometry the protocol crops."""
+
+    lr_in_memory: ClassVar[bool] = True  # the runner reads samples through :meth:`load`, not the LR file
 
     def load(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor | None]:
         import torch.nn.functional as F
