@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,21 @@ def test_multirun_then_leaderboard(tmp_path: Path) -> None:
     res = _srbench("-m", "method=bicubic", "steps=1,2", *common, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "[done]" in res.stdout and "[skipped]" in res.stdout  # bicubic has no steps=2
-    summary = json.loads((runs / "toy/full/bicubic/steps1/summary.json").read_text())
+    # the data folders differ from conf/dataset/paired.yaml, so the label carries their hash
+    (cell,) = runs.glob("toy/full/bicubic-*")
+    summary = json.loads((cell / "steps1/summary.json").read_text())
     assert summary["status"] == "done" and summary["n_ok"] == 2
-    assert json.loads((runs / "toy/full/bicubic/steps2/summary.json").read_text())["status"] == "skipped"
+    assert summary["options"] == {
+        "dataset.hr_dir": str(tmp_path / "data/HR"),
+        "dataset.lr_dir": str(tmp_path / "data/LR"),
+    }
+    assert json.loads((cell / "steps2/summary.json").read_text())["status"] == "skipped"
+    assert not (runs / "toy/full/bicubic-*/.hydra").exists() and list(runs.glob("sweeps/*/0/.hydra"))
 
     lb = _srbench("leaderboard", str(runs), cwd=tmp_path)
     assert lb.returncode == 0, lb.stderr
-    assert "| bicubic | 1 | real |" in lb.stdout and (runs / "leaderboard.csv").is_file()
+    squeezed = re.sub(r" {2,}", " ", lb.stdout)  # tabulate pads columns
+    assert "| bicubic | 1 | real |" in squeezed and (runs / "leaderboard.csv").is_file()
 
     # a single run with a bad dataset path fails cleanly, naming the folder, with exit code 1
     bad = _srbench(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 
 from methods.dmsr.encoder import TimestepAwareEncoder
 from methods.dmsr.estimator import NUM_BINS, TimestepEstimator
+from srbench.atomic import file_mode, temp_file_beside
 from srbench.interface import SRBenchError, WeightsMissing
 
 FORMAT = "srbench-dmsr"
@@ -83,10 +83,12 @@ class DMSRCheckpoint:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         write(tmp)
+        # whatever mode the writer left (safetensors recreates the file 0600), others may read a checkpoint
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
