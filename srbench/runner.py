@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from srbench.data.folders import SRDataset, build_dataset
-from srbench.data.images import ImageReadError, quantize, save_png
+from srbench.data.images import ImageReadError, save_png
 from srbench.environment import environment, resolve_device, resolve_dtype
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps
 from srbench.protocol import Protocol
@@ -349,9 +349,8 @@ def _process(
         log.debug("upscale failed on %s:\n%s", sample.id, traceback.format_exc())
         row.update(status="error", stage="upscale", error=f"{type(exc).__name__}: {exc}")
         return row, None, None
-    sr = sr[0].cpu()
-    if protocol.quantize:
-        sr = quantize(sr)
+    sr = protocol.to_8bit(sr[0].cpu())  # round | floor | none, as the protocol's authors save PNGs
+    row["quantize"] = protocol.quantize
     if images_dir is not None:
         save_png(sr, images_dir / f"{sample.id}.png")
     try:
