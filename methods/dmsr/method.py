@@ -1,6 +1,7 @@
-"""DM-SR (anonymous submission under review, "Bridging the Distribution Gap to Harness Pre-trained Diffusion Priors for
-Super-Resolution") as an srbench method.  No official code or weights exist: the timestep estimator T and
-the encoder E_θ come from a checkpoint trained with ``srbench train dmsr`` (methods/dmsr/README.md).
+"""DM-SR ("Bridging the Distribution Gap to Harness Pre-trained Diffusion Priors for Super-Resolution", an
+anonymous submission under review) as an srbench method.  No official code or weights exist: the timestep
+estimator T and the encoder E_θ come from a checkpoint trained with ``srbench train dmsr``
+(methods/dmsr/README.md).
 
 Per LR tile (``methods/dmsr/pipeline.py`` has the formulas):
 
