@@ -14,8 +14,10 @@ never touched.  Output: one table (group | mutants | killed | survived | no test
 minutes), the survivors' diffs with ``--show-survivors``, and the JSON record of everything with ``--json``.
 
 Kill rate = killed / (killed + survived + no tests + timeout + suspicious); mutants mutmut could not run
-(segfault) are reported apart.  A surviving mutant is either a missing test (add one) or an *equivalent*
-mutant (the change cannot alter any result); benchmarks/README.md lists the ones judged equivalent.
+(segfault) are reported apart.  Survivors that only rewrite the text of an error message on a ``raise``
+line (:func:`message_only`) are counted too and left out of a second rate.  A surviving mutant is either
+a missing test (add one) or an *equivalent* mutant (the change cannot alter any result);
+benchmarks/README.md lists the ones judged equivalent.
 
 Mutation runs are CPU-heavy: on a shared machine keep ``--max-children 1`` (the default) and run one
 group at a time.  Needs ``mutmut`` (``pip install 'mutmut==3.8.1'``, the ``mutation`` extra).
@@ -86,6 +88,20 @@ GROUPS: dict[str, Group] = {
 
 #: lines never mutated: logging calls (their text changes no result)
 DO_NOT_MUTATE = [r"^\s*log\.(debug|info|warning)\("]
+_STRING = re.compile(r"""[rbuf]*("([^"\\]|\\.)*"|'([^'\\]|\\.)*')""")
+_MESSAGE_CALL = re.compile(r"raise |(Error|Exception|Warning|Missing|Steps)\(|warnings\.warn\(|log\.\w+\(")
+
+
+def message_only(diff: str) -> bool:
+    """A mutant that only rewrites the text of an error / warning message on a ``raise`` line (string
+    wrapped in "XX", case-changed, or replaced by None): the computation is the same, so it is counted
+    apart from the formula mutants (tests match messages by regex search, which "XX...XX" still passes)."""
+    minus = [ln[1:] for ln in diff.splitlines() if ln.startswith("- ")]
+    plus = [ln[1:] for ln in diff.splitlines() if ln.startswith("+ ")]
+    if len(minus) != 1 or len(plus) != 1 or not _MESSAGE_CALL.search(minus[0]):
+        return False
+    a, b = _STRING.sub("S", minus[0]), _STRING.sub("S", plus[0])
+    return a == b or a == b.replace("(None)", "(S)")
 
 
 @dataclass
@@ -95,6 +111,8 @@ class Result:
     tests: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     kill_rate: float | None = None
+    message_mutants: int = 0  # survivors that only change a message text (see message_only)
+    kill_rate_formulas: float | None = None  # the kill rate without them
     seconds: float = 0.0
     survivors: dict[str, str] = field(default_factory=dict)  # mutant name -> diff
     returncode: int = 0
@@ -174,22 +192,35 @@ def run_group(name: str, scratch: Path, max_children: int, keep: bool) -> Result
     for line in listing.splitlines():
         m = re.match(r"\s*(\S+): (survived|no tests|timeout|suspicious)", line)
         if m:
-            show = _mutmut(dest, "show", m.group(1)).stdout
-            res.survivors[m.group(1)] = f"[{m.group(2)}]\n{show.strip()}"
+            show = _mutmut(dest, "show", m.group(1)).stdout.strip()
+            res.survivors[m.group(1)] = f"[{m.group(2)}{', message' if message_only(show) else ''}]\n{show}"
+            res.message_mutants += int(message_only(show))
+    if res.counts:
+        c = res.counts
+        tried = sum(c.get(k, 0) for k in ("killed", "survived", "no_tests", "timeout", "suspicious"))
+        tried -= res.message_mutants
+        res.kill_rate_formulas = c.get("killed", 0) / tried if tried else None
     if not keep:
         shutil.rmtree(dest, ignore_errors=True)
     return res
 
 
 def print_table(results: list[Result]) -> None:
-    print("| group | mutants | killed | survived | no tests | timeout | kill rate | minutes |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| group | mutants | killed | survived | no tests | timeout | kill rate "
+        "| message-only survivors | kill rate without them | minutes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
     for r in results:
         c = r.counts
-        rate = "n/a" if r.kill_rate is None else f"{100 * r.kill_rate:.1f} %"
         print(
             f"| {r.group} | {c.get('total', 0)} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
-            f"{c.get('no_tests', 0)} | {c.get('timeout', 0)} | {rate} | {r.seconds / 60:.1f} |"
+            f"{c.get('no_tests', 0)} | {c.get('timeout', 0)} | {pct(r.kill_rate)} | {r.message_mutants} | "
+            f"{pct(r.kill_rate_formulas)} | {r.seconds / 60:.1f} |"
         )
 
 

@@ -232,3 +232,104 @@ def test_colour_fix_names() -> None:
         color.color_fix(img, ref, "sepia")
     with pytest.raises(ValueError, match="one shape"):
         color.adain_color_fix(img, ref[..., :8])
+
+
+# ---- methods.dmsr.pipeline -------------------------------------------------------------------------------
+from methods.dmsr.pipeline import DMSRPipeline, multistep_timesteps  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dmsr_parts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from methods.dmsr.checkpoint import PAPER_PROMPT, load_checkpoint
+    from methods.dmsr.testing import save_tiny_dmsr
+    from srbench.diffusion.prompts import PromptEmbeddingCache
+    from srbench.diffusion.schedules import alphas_cumprod_of
+    from srbench.diffusion.sd import load_sd_components
+    from srbench.testing.tiny_sd import save_tiny_sd
+
+    root = tmp_path_factory.mktemp("dmsr-kills")
+    sd_folder = save_tiny_sd(root / "sd")
+    ck = load_checkpoint(save_tiny_dmsr(root / "ck", sd_folder, seed=2))
+    sd = load_sd_components(sd_folder)
+    emb = PromptEmbeddingCache(sd.tokenizer, sd.text_encoder).encode(PAPER_PROMPT)
+    return {
+        "estimator": ck.estimator,
+        "encoder": ck.encoder,
+        "unet": sd.unet,
+        "vae": sd.vae,
+        "alphas_cumprod": alphas_cumprod_of(sd.scheduler),
+        "prompt_embeds": emb,
+    }
+
+
+def _lr(seed: int = 3) -> torch.Tensor:
+    return torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def test_dmsr_pipeline_moves_inputs_to_each_network(dmsr_parts: dict) -> None:
+    import copy
+
+    parts = {k: copy.deepcopy(v) for k, v in dmsr_parts.items()}
+    for k in ("estimator", "encoder", "unet", "vae"):
+        parts[k] = parts[k].to("meta")
+    pipe = DMSRPipeline(**parts)  # LR, t, prompt on the CPU; every network on another device
+    for timestep in (None, 120):
+        out, _ = pipe(_lr(), 2, timestep=timestep)
+        assert out.device.type == "meta" and out.shape == (1, 3, 64, 64)
+    # and in another dtype (the estimator stays float32, as the method keeps it)
+    low = {k: copy.deepcopy(v) for k, v in dmsr_parts.items()}
+    for k in ("encoder", "unet", "vae"):
+        low[k] = low[k].to(torch.bfloat16)
+    out, _ = DMSRPipeline(**low)(_lr(), 2)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+@torch.no_grad()
+def test_dmsr_pipeline_defaults_results_and_fixed_timestep_clamp(dmsr_parts: dict) -> None:
+    pipe = DMSRPipeline(**dmsr_parts)
+    assert pipe.t_max == 499 and pipe.scale == 4
+    lr = _lr()
+    out, t_hat = pipe(lr)
+    assert torch.equal(out, pipe(lr, 1)[0])
+    i_lr = pipe.upsample(lr)
+    _, t = pipe.estimate(i_lr)
+    x = pipe.encode(i_lr, t)
+    res = pipe.denoise(x, t_hat, 3)
+    assert [int(v) for v in res.timesteps] == [int(v) for v in multistep_timesteps(t_hat, 3, 499)]
+    torch.testing.assert_close(res.eps, pipe.predict_eps(x, res.timesteps[0]).float())
+    torch.testing.assert_close(pipe.denoise(x, t_hat).z0, pipe.denoise(x, t_hat, 1).z0)
+    seen: list[int] = []
+    hook = pipe.unet.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1].flatten()[0])))
+    try:
+        _, fixed = pipe(lr, 1, timestep=650)  # beyond t_max: clamped to the last index
+    finally:
+        hook.remove()
+    assert seen == [499] and float(fixed[0]) == 650.0
+    with pytest.raises(ValueError, match="t_max=1000 outside the schedule"):
+        DMSRPipeline(**{**dmsr_parts, "t_max": 1000})
+    DMSRPipeline(**{**dmsr_parts, "t_max": 999})
+
+
+@torch.no_grad()
+def test_dmsr_pipeline_uses_the_vae_latent_scale_and_shift(dmsr_parts: dict) -> None:
+    import copy
+
+    vae = copy.deepcopy(dmsr_parts["vae"])
+    vae.register_to_config(scaling_factor=0.5, shift_factor=0.1)
+    pipe = DMSRPipeline(**{**dmsr_parts, "vae": vae})
+    assert (pipe.latent_scale, pipe.latent_shift) == (0.5, 0.1)
+    i_lr, t = pipe.upsample(_lr()), torch.tensor([200])
+    mean = dmsr_parts["encoder"].encode_mean(i_lr * 2 - 1, t)
+    torch.testing.assert_close(pipe.encode(i_lr, t), (mean - 0.1) * 0.5)  # X = s (mean − shift)
+    seen = []
+    hook = vae.decoder.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    try:
+        z0 = torch.ones(1, 4, 8, 8)
+        pipe.decode(z0)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(seen[0], vae.post_quant_conv(z0 / 0.5 + 0.1))  # D(z / s + shift)
+    bare = copy.deepcopy(dmsr_parts["vae"])
+    bare.register_to_config(scaling_factor=None, shift_factor=None)
+    assert (DMSRPipeline(**{**dmsr_parts, "vae": bare}).latent_scale, 0.0) == (0.18215, 0.0)
