@@ -172,6 +172,29 @@ def test_step_coefficients_edges_and_term_names() -> None:
         solvers.predict_x0(x, x, alpha=0.5, sigma=0.5, parameterization="ddim")  # type: ignore[arg-type]
 
 
+def test_solver_limits_at_an_infinite_lambda_and_the_sampling_rng() -> None:
+    paper = dschedule.DoSSchedule.build(3, variant="paper")  # λ_0 = ∞: differences with it are 0
+    solver = solvers.DoSSDESolver(paper, order=2)
+    x = torch.ones(1, 1, 2, 2)
+    solver.step_terms(x, x, x, x)
+    second = solver.step_terms(x, 3 * x, x, x)
+    assert torch.equal(second["pat_d1"], torch.zeros_like(x))
+    u = torch.full((1, 1, 2, 2), 0.5)
+    torch.testing.assert_close(  # the paper form's η defaults to 0: the DDPM x0 formula
+        solvers.predict_x0(x, u, alpha=0.8, sigma=0.6, x_hat0=x, parameterization="paper"),
+        solvers.predict_x0(x, u, alpha=0.8, sigma=0.6),
+    )
+    gen_x = solvers.randn_like(torch.zeros(2, 3, device="meta"), torch.Generator().manual_seed(0))
+    assert gen_x.device.type == "meta"  # drawn on the generator's device (CPU), moved to x's
+    sched = _sched()
+    s = solvers.DoSSDESolver(sched, order=3)
+    x0 = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    state = torch.random.get_rng_state()
+    a = s.sample(x0, x0, lambda x, i: 0.5 * x, torch.Generator().manual_seed(7))
+    b = s.sample(x0, x0, lambda x, i: 0.5 * x, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and torch.equal(torch.random.get_rng_state(), state)
+
+
 # ---- srbench.diffusion.color -----------------------------------------------------------------------------
 from srbench.diffusion import color  # noqa: E402
 
