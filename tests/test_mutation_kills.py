@@ -120,6 +120,22 @@ def test_dos_schedule_validation() -> None:
         dschedule.DoSSchedule.build(5, alphas_cumprod=np.linspace(0.99, 0.5, 400), t1=500)
 
 
+def test_dos_schedule_tables_are_float64_read_only_and_keep_their_timesteps() -> None:
+    ac32 = dschedule.alphas_cumprod_from_config(None).astype(np.float32)
+    eta32 = dschedule.eta_schedule().astype(np.float32)
+    ts = np.array([499, 250, 0])
+    s = dschedule.DoSSchedule.from_alphas_cumprod(ac32, ts, eta32)
+    assert s.alpha.dtype == s.sigma.dtype == s.eta.dtype == np.float64  # float32 tables are widened first
+    np.testing.assert_array_equal(s.timesteps, ts)
+    assert s.alpha[0] == np.sqrt(np.float64(ac32[499]))
+    for table in (s.A, s.lam, s.k):
+        assert not table.flags.writeable  # shared by every call: read-only
+    paper = dschedule.DoSSchedule.build(3, variant="paper")
+    np.testing.assert_array_equal(paper.eta, dschedule.eta_schedule(1000, 500, "paper")[paper.timesteps])
+    with pytest.raises(ValueError, match="leaves no room in a 500-step schedule for the 'paper' grid"):
+        dschedule.DoSSchedule.build(3, alphas_cumprod=np.linspace(0.99, 0.5, 500), variant="paper")
+
+
 # ---- methods.dossr.solvers -------------------------------------------------------------------------------
 from methods.dossr import solvers  # noqa: E402
 
@@ -145,6 +161,13 @@ def test_randn_like_uses_the_generator_and_follows_x() -> None:
     assert a.dtype == torch.float16 and a.shape == (2, 3)
     want = torch.randn((2, 3), generator=torch.Generator().manual_seed(4), dtype=torch.float32)
     assert torch.equal(a, want.half())  # drawn in float32, then cast
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # ... whatever the default dtype
+    try:
+        b = solvers.randn_like(x, torch.Generator().manual_seed(4))
+    finally:
+        torch.set_default_dtype(before)
+    assert torch.equal(b, a)
     meta = solvers.randn_like(torch.zeros(2, 3, device="meta"), None)
     assert meta.device.type == "meta" and meta.dtype == torch.float32
 
@@ -216,6 +239,17 @@ def test_colour_fixes_compute_in_float32_or_float64_and_return_the_input_dtype(f
     assert out64.dtype == torch.float64 and (out64 - out32.double()).abs().max() > 1e-12  # not via float32
     meta = color.color_fix(*_pair(device="meta"), fix)  # every table and kernel follows the device
     assert meta.device.type == "meta" and meta.shape == img.shape
+
+
+def test_float64_inputs_keep_float64_accuracy_and_levels_are_used() -> None:
+    img, ref = _pair(torch.float64)
+    out = color.adain_color_fix(img, ref)
+    assert (out.mean(dim=(2, 3)) - ref.mean(dim=(2, 3))).abs().max() < 1e-12  # float32 would give ~1e-8
+    assert (color.wavelet_color_fix(img, img) - img).abs().max() < 1e-12  # high + low telescopes to img
+    two = color.wavelet_color_fix(img, ref, levels=2)
+    assert (two - color.wavelet_color_fix(img, ref)).abs().max() > 1e-3  # levels reach the decomposition
+    high, low = color.wavelet_decomposition(img, levels=2)
+    assert (high + low - img).abs().max() < 1e-12
 
 
 def test_adain_eps_keeps_a_flat_image_finite() -> None:
