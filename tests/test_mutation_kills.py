@@ -390,3 +390,52 @@ def test_dmsr_pipeline_uses_the_vae_latent_scale_and_shift(dmsr_parts: dict) -> 
     bare = copy.deepcopy(dmsr_parts["vae"])
     bare.register_to_config(scaling_factor=None, shift_factor=None)
     assert (DMSRPipeline(**{**dmsr_parts, "vae": bare}).latent_scale, 0.0) == (0.18215, 0.0)
+
+
+# ---- srbench.metrics -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def psnr_suite():  # type: ignore[no-untyped-def]
+    from srbench.metrics import MetricSuite
+
+    return MetricSuite(["psnr", "psnr-rgb", "niqe"])
+
+
+def _img(h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.rand(3, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_metrics_clamp_inputs_and_crop_to_the_common_size(psnr_suite) -> None:  # type: ignore[no-untyped-def]
+    sr, hr = _img(40, 56, 0), _img(40, 56, 1)
+    wild = sr * 1.6 - 0.3  # out of [0, 1] both ways: scored as the clamped image
+    assert psnr_suite.score(wild, hr)["psnr-rgb"] == psnr_suite.score(wild.clamp(0, 1), hr)["psnr-rgb"]
+    assert psnr_suite.score(sr, wild)["psnr-rgb"] == psnr_suite.score(sr, wild.clamp(0, 1))["psnr-rgb"]
+    big = torch.cat([hr, _img(40, 8, 2)], dim=2)  # HR wider than SR (H != W): the common top-left region
+    assert psnr_suite.score(sr, big)["psnr-rgb"] == pytest.approx(
+        psnr_suite.score(sr, hr)["psnr-rgb"], abs=1e-12
+    )
+    tall = torch.cat([hr, _img(8, 56, 3)], dim=1)
+    assert psnr_suite.score(sr, tall)["psnr-rgb"] == pytest.approx(
+        psnr_suite.score(sr, hr)["psnr-rgb"], abs=1e-12
+    )
+
+
+def test_psnr_is_computed_in_float64(psnr_suite) -> None:  # type: ignore[no-untyped-def]
+    sr, hr = _img(32, 32, 4), _img(32, 32, 5)
+    mse = float(((sr - hr) ** 2).mean())
+    # pyiqa: 10 log10(1 / (mse + 1e-8)); float32 inputs would be off by ~1e-6 dB
+    assert psnr_suite.score(sr, hr)["psnr-rgb"] == pytest.approx(10 * math.log10(1 / (mse + 1e-8)), abs=1e-9)
+
+
+def test_minimum_side_is_inclusive_and_directions_can_be_overridden(psnr_suite) -> None:  # type: ignore[no-untyped-def]
+    from srbench.metrics import lower_better
+
+    ok = psnr_suite.score(_img(96, 96, 6))  # NIQE needs 96 px: exactly 96 is scored
+    assert math.isfinite(ok["niqe"])
+    small = psnr_suite.score(_img(95, 120, 7))
+    assert math.isnan(small["niqe"]) and "niqe" in psnr_suite.errors
+    assert psnr_suite.lower_better("niqe") is True and lower_better("psnr") is False
+    psnr_suite._lower_better["psnr"] = True  # pyiqa disagreeing with the table: pyiqa wins
+    try:
+        assert psnr_suite.lower_better("psnr") is True and psnr_suite.lower_better("niqe") is True
+    finally:
+        del psnr_suite._lower_better["psnr"]
