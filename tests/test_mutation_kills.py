@@ -439,3 +439,70 @@ def test_minimum_side_is_inclusive_and_directions_can_be_overridden(psnr_suite) 
         assert psnr_suite.lower_better("psnr") is True and psnr_suite.lower_better("niqe") is True
     finally:
         del psnr_suite._lower_better["psnr"]
+
+
+# ---- methods.dmsr.losses ---------------------------------------------------------------------------------
+class _NotATensor:  # pickled into a weights file: loading it must be refused (weights_only)
+    pass
+
+
+def test_latent_lpips_is_lpips_on_latent_vgg_features() -> None:
+    import lpips
+
+    from methods.dmsr.losses import LatentLPIPS
+
+    torch.manual_seed(0)
+    m = LatentLPIPS(width_div=16)
+    assert all(not p.requires_grad for p in m.parameters())  # a frozen metric
+    z0, z1 = torch.randn(3, 4, 16, 12), torch.randn(3, 4, 16, 12)
+    f0, f1 = m.net(z0), m.net(z1)
+    assert f0[0].shape[-2:] == (16, 12)  # the 4-channel first conv keeps the size (padding 1)
+    # the lpips package's own normalisation and spatial average, head by head
+    want = sum(
+        lpips.spatial_average(
+            getattr(m, f"lin{k}")((lpips.normalize_tensor(a) - lpips.normalize_tensor(b)) ** 2)
+        )
+        for k, (a, b) in enumerate(zip(f0, f1, strict=True))
+    ).flatten()
+    got = m(z0, z1)
+    torch.testing.assert_close(got, want)
+    for i in range(3):  # per sample, not over the batch
+        torch.testing.assert_close(m(z0[i : i + 1], z1[i : i + 1]), got[i : i + 1])
+    full = LatentLPIPS().state_dict()  # InvSR's file: heads on 64, 128, 256, 512, 512 channels
+    assert [tuple(full[f"lin{k}.model.1.weight"].shape) for k in range(5)] == [
+        (1, c, 1, 1) for c in (64, 128, 256, 512, 512)
+    ]
+
+
+def test_latent_lpips_file_variants(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from methods.dmsr.losses import LatentLPIPS
+    from srbench.interface import SRBenchError
+
+    torch.manual_seed(1)
+    three = LatentLPIPS(in_chans=3, width_div=16)
+    state = three.state_dict()
+    torch.save({"state_dict": {f"_orig_mod.{k}": v for k, v in state.items()}}, tmp_path / "wrapped.pth")
+    loaded = LatentLPIPS.from_file(tmp_path / "wrapped.pth", width_div=16)
+    assert loaded.net.slice1[0].in_channels == 3  # the input width comes from the file
+    assert torch.equal(loaded.lin2.model[1].weight, three.lin2.model[1].weight)
+    torch.save({**state, "net.slice9.0.weight": torch.zeros(1)}, tmp_path / "extra.pth")
+    with pytest.raises(SRBenchError, match="not InvSR's latent LPIPS layout"):
+        LatentLPIPS.from_file(tmp_path / "extra.pth", width_div=16)  # strict: an unknown layer is refused
+    torch.save({**state, "meta": _NotATensor()}, tmp_path / "pickled.pth")
+    with pytest.raises(Exception, match=r"Weights only load failed|Unsupported global"):
+        LatentLPIPS.from_file(tmp_path / "pickled.pth", width_div=16)  # never unpickles arbitrary objects
+
+
+def test_dm_grad_pairs_each_sample_with_its_own_target() -> None:
+    from methods.dmsr.losses import dm_grad
+    from srbench.diffusion.schedules import scaled_linear_alphas_cumprod
+
+    abar = scaled_linear_alphas_cumprod()
+    z, x = torch.randn(3, 4, 4, 4), torch.randn(3, 4, 4, 4)  # an odd batch
+
+    def eps(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 2.0 * x_t
+
+    t = torch.tensor([10, 200, 400])
+    g = dm_grad(eps, z, x, t, torch.zeros_like(z), abar)
+    torch.testing.assert_close(g, 2.0 * abar[t].sqrt().view(-1, 1, 1, 1) * (z - x))
