@@ -506,3 +506,44 @@ def test_dm_grad_pairs_each_sample_with_its_own_target() -> None:
     t = torch.tensor([10, 200, 400])
     g = dm_grad(eps, z, x, t, torch.zeros_like(z), abar)
     torch.testing.assert_close(g, 2.0 * abar[t].sqrt().view(-1, 1, 1, 1) * (z - x))
+
+
+# ---- methods.dmsr.estimator ----------------------------------------------------------------------------
+def test_estimator_normalises_with_torchvision_imagenet_statistics() -> None:
+    import warnings
+
+    import torchvision
+
+    from methods.dmsr.estimator import TimestepEstimator
+
+    preset = torchvision.models.VGG19_Weights.IMAGENET1K_V1.transforms()
+    torch.manual_seed(3)
+    est = TimestepEstimator(width_div=16).eval()
+    assert est.mean.flatten().tolist() == pytest.approx(list(preset.mean))
+    assert est.std.flatten().tolist() == pytest.approx(list(preset.std))
+    img = torch.rand(2, 3, 32, 32)
+    x = (img - torch.tensor(preset.mean).view(1, 3, 1, 1)) / torch.tensor(preset.std).view(1, 3, 1, 1)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # softmax over an explicit dim: no implicit-dim warning
+        ref = est.head(est.features(x).mean(dim=(2, 3)))
+        torch.testing.assert_close(est.logits(img), ref)
+        torch.testing.assert_close(est(img), torch.softmax(ref, -1) @ torch.arange(500.0))
+
+
+def test_estimator_imagenet_file_is_loaded_strictly_and_safely(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from methods.dmsr.estimator import TimestepEstimator
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    file = tmp_path / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    est = TimestepEstimator()
+    with pytest.raises(ValueError, match="width_div"):
+        TimestepEstimator(width_div=16).load_imagenet_vgg19()
+    # a file missing a layer is refused (strict), not half-loaded
+    torch.save({"features.0.weight": est.features[0].weight.detach().clone()}, file)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        est.load_imagenet_vgg19()
+    # a pickled object other than tensors is refused (weights_only), the file is never executed
+    torch.save({"features.0.weight": SimpleNamespace(a=1)}, file)
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed|Unsupported global"):
+        est.load_imagenet_vgg19()
