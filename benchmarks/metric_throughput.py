@@ -19,7 +19,8 @@ Images: real photos of the demo set (scikit-image / matplotlib wheels), centre-c
     python benchmarks/metric_throughput.py --lpips-stand-in              # time LPIPS without its weights
 
 ``--lpips-stand-in``: where the AlexNet weights are missing, LPIPS is built on a randomly initialised
-AlexNet saved in a temporary torch hub directory: the same network and cost, meaningless values.
+AlexNet made in memory (``MetricSuite(random_backbones=True)``): the same network and cost, meaningless
+values.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,19 +66,6 @@ def load_images(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return sr.contiguous(), hr.contiguous()
 
 
-def lpips_stand_in() -> Path:
-    """A random AlexNet where torchvision looks, in a temporary torch hub dir (set as torch's hub dir)."""
-    import torchvision
-
-    hub = Path(tempfile.mkdtemp(prefix="srbench-lpips-stand-in-"))
-    path = hub / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    path.parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), path)
-    torch.hub.set_dir(str(hub))  # pyiqa's own cache was fixed at import: only torchvision's lookup moves
-    return path
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -100,6 +87,7 @@ def measure(
     batch: int,
     naive_images: int,
     repeats: int = 1,
+    random_backbones: bool = False,
 ) -> dict[str, Any]:
     """Throughput of (a) naive, (b) once, (c) batched for one set of metrics; sr/hr already on device."""
     from srbench.metrics import MetricSuite
@@ -108,14 +96,15 @@ def measure(
     k = min(naive_images, n)
 
     def naive() -> list[dict[str, float]]:
-        return [MetricSuite(names, device=device).score(sr[i], hr[i]) for i in range(k)]
+        return [MetricSuite(names, device=device, random_backbones=rb).score(sr[i], hr[i]) for i in range(k)]
 
-    naive_one = MetricSuite(names, device=device)  # warm-up: imports, file lookups, lazy inits
+    rb = random_backbones
+    naive_one = MetricSuite(names, device=device, random_backbones=rb)  # warm-up: imports, lookups
     naive_one.score(sr[0], hr[0])
     del naive_one
     t_naive, _ = timed(naive, device)
 
-    suite = MetricSuite(names, device=device)
+    suite = MetricSuite(names, device=device, random_backbones=rb)
     suite.score(sr[0], hr[0])  # warm-up
     suite.score_batch(sr[: min(batch, n)], hr[: min(batch, n)])  # warm-up at the timed batch size
     t_once = t_batch = math.inf
@@ -191,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     from srbench.metrics import MetricSuite
 
     wanted = args.metrics.split(",") if args.metrics else list(DEFAULT_METRICS)
-    stand_in = None
+    stand_in = False
     probe = MetricSuite(wanted, device="cpu")
     if args.lpips_stand_in and "lpips" in probe.skipped:
-        stand_in = lpips_stand_in()
-        probe = MetricSuite(wanted, device="cpu")
+        stand_in = True
+        probe = MetricSuite(wanted, device="cpu", random_backbones=True)
     names, skipped = probe.available, dict(probe.skipped)
     del probe
     if not names:
@@ -203,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")
-    if stand_in is not None:
-        print(f"lpips: RANDOM AlexNet stand-in ({stand_in}): timings are LPIPS's, values are not")
+    if stand_in:
+        print("lpips: RANDOM AlexNet stand-in (made in memory): timings are LPIPS's, values are not")
 
     sr, hr = load_images(args.images, args.size)
     sr, hr = sr.to(device), hr.to(device)  # once, before any timing
@@ -222,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for group in groups:
         label = group[0] if len(group) == 1 else "suite (" + ",".join(group) + ")"
         with contextlib.redirect_stdout(io.StringIO()):  # pyiqa prints a line per weights file it loads
-            row = measure(group, sr, hr, device, args.batch, args.naive_images, args.repeats)
+            row = measure(group, sr, hr, device, args.batch, args.naive_images, args.repeats, stand_in)
         row["label"] = label
         rows.append(row)
         print(f"  measured {label}", flush=True)
@@ -275,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "metrics": names,
             "skipped": skipped,
-            "lpips_stand_in": str(stand_in) if stand_in else None,
+            "lpips_stand_in": stand_in,
             "rows": rows,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 
 from srbench.interface import SRMethod, WeightsInfo
 from srbench.registry import register_method
+from srbench.weights import WeightsManifest, register_weights
+
+register_weights(WeightsManifest("bicubic", files=(), description="bicubic interpolation needs no weights"))
 
 
 @register_method("bicubic")

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import logging
-import re
 import statistics
 import sys
 import tempfile
@@ -33,9 +32,8 @@ from typing import Any
 
 import torch
 
-from srbench.allocator import malloc_trim
 from srbench.interface import SRBenchError, SRMethod
-from srbench.timing import StageTimer
+from srbench.timing import MemoryProbe, StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -127,45 +125,6 @@ def apply_speed(
     }
 
 
-# ---- memory ----------------------------------------------------------------------------------------
-def _proc_status_mb(field_name: str) -> float | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^{field_name}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(m.group(1)) / 1024 if m else None
-
-
-class MemoryProbe:
-    """Peak memory of one call above the memory held before it (CUDA allocator or process RSS)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.device = device
-        self.kind = "cuda_max_allocated" if self.cuda else "rss_peak"
-        self._before = 0.0
-
-    def start(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._before = torch.cuda.memory_allocated(self.device) / 2**20
-        else:
-            malloc_trim()  # give freed heap pages back, so RSS is what is really held
-            with contextlib.suppress(OSError):  # Linux: reset VmHWM to the current RSS
-                Path("/proc/self/clear_refs").write_text("5")
-            self._before = _proc_status_mb("VmRSS") or 0.0
-
-    def stop(self) -> tuple[float | None, float]:
-        """(peak above the start, memory held at the start), MiB."""
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self._before, self._before
-        peak = _proc_status_mb("VmHWM")
-        return (None if peak is None else max(peak - self._before, 0.0)), self._before
-
-
 # ---- the input ---------------------------------------------------------------------------------------
 def bench_image(size: int, batch: int = 1) -> torch.Tensor:
     """A real photo (scikit-image's astronaut) as (batch,3,size,size) in [0,1]."""
@@ -244,7 +203,7 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     records = []
     with _built(settings) as method:
-        steps = settings.steps or int(getattr(method, "default_steps", 1))
+        steps = method.resolve_steps(settings.steps)
         method.check_steps(steps)
         t0 = time.perf_counter()
         method.load(device, dtype)

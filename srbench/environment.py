@@ -26,7 +26,9 @@ _DTYPES = {
 def resolve_device(name: str | None) -> torch.device:
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    from srbench.config_check import check_device
+
+    dev = torch.device(check_device(name))
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SRBenchError(f"device '{name}' requested but CUDA is not available on this machine")
     return dev

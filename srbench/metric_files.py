@@ -12,6 +12,15 @@ With no network, a missing file makes pyiqa hang in retries and then fail, so
 :class:`srbench.metrics.MetricSuite` checks these files first.  File names and URLs are read at run time
 from pyiqa, torchvision and timm themselves (their ``default_model_urls`` tables, weight enums and
 pretrained configs), never typed in by hand here.
+
+Trust: pyiqa and torchvision unpickle their files with ``torch.load(weights_only=False)``, which runs any
+code a file names.  So a file is handed to them only when :meth:`RequiredFile.refusal` finds nothing
+wrong: its SHA256 matches the hash the publisher put in its name (torchvision, pyiqa: a 8-12 hex digit
+prefix) or its URL (CLIP: the full hash), and, for every file those loaders unpickle, srbench's own
+weights-only load succeeds (:func:`srbench.safe_load.check_tensors_only`), which also covers the files
+no hash is published for (BRISQUE's SVM, MANIQA's and LIQE's checkpoints, a timm ``pytorch_model.bin``)
+and LIQE's text-feature cache.  A file that fails is never loaded: the metric is skipped (or the run
+stops) with a message naming the file, its hash and the expected one.
 """
 
 from __future__ import annotations
@@ -28,8 +37,9 @@ from typing import Literal
 import torch
 
 from srbench.paths import cache_dir
+from srbench.safe_load import PICKLE_SUFFIXES, check_tensors_only
 
-Source = Literal["pyiqa", "torchvision", "clip", "timm"]
+Source = Literal["pyiqa", "pyiqa-cache", "torchvision", "clip", "timm"]
 
 # srbench metric name -> the files pyiqa's arch needs, as (source, key...) references resolved lazily:
 #   ("pyiqa", "<arch module>", "<key in its default_model_urls>"[, "<package>", "<file in it>"])
@@ -61,7 +71,8 @@ _FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "maniqa-pipal": (("timm", "vit_base_patch8_224"), ("pyiqa", "maniqa_arch", "pipal")),
     "topiq_nr": (("timm", "resnet50"), ("pyiqa", "topiq_arch", "cfanet_nr_koniq_res50")),
     "topiq_fr": (("timm", "resnet50"), ("pyiqa", "topiq_arch", "cfanet_fr_kadid_res50")),
-    "liqe": (("clip", "ViT-B/32"), ("pyiqa", "liqe_arch", "koniq")),
+    # LIQE caches its CLIP text features in pyiqa's folder and unpickles that file when it is there
+    "liqe": (("clip", "ViT-B/32"), ("pyiqa", "liqe_arch", "koniq"), ("pyiqa-cache", "liqe_text_feat.pt")),
     "nima": (("timm", "inception_resnet_v2"), ("pyiqa", "nima_arch", "inception_resnet_v2-ava")),
 }
 
@@ -81,6 +92,7 @@ class RequiredFile:
     sha256: str | None = None  # full hash, checked by the loader itself (CLIP): a mismatch counts as missing
     hf_repo: str | None = None  # timm: the HF repo id
     alternatives: tuple[Path, ...] = ()  # identical copies shipped by other packages (accepted on hash match)
+    optional: bool = False  # a cache the metric makes itself when absent (checked only when present)
 
     @property
     def hash_prefix(self) -> str | None:
@@ -91,9 +103,8 @@ class RequiredFile:
         return m.group(1) if m else None
 
     def locate(self) -> Path | None:
-        """The file on disk when it is present, else None.
+        """The file on disk when it is present, else None (whether it may be loaded: :meth:`refusal`).
 
-        CLIP files whose SHA256 does not match count as missing (pyiqa would try to download them again).
         An alternative copy counts only when its SHA256 matches the prefix in the expected file name.
         """
         if self.source == "timm":
@@ -104,7 +115,7 @@ class RequiredFile:
                 if isinstance(hit, str) and os.path.isfile(hit):
                     return Path(hit)
             return None
-        if self.path.is_file() and (self.sha256 is None or sha256_of(self.path) == self.sha256):
+        if self.path.is_file():
             return self.path
         prefix = self.hash_prefix
         for alt in self.alternatives:
@@ -112,12 +123,37 @@ class RequiredFile:
                 return alt
         return None
 
+    @property
+    def unpickled(self) -> bool:
+        """Does the loader (pyiqa, torchvision, timm) unpickle this file with ``torch.load``?"""
+        return self.source != "clip" and self.filename.lower().endswith(PICKLE_SUFFIXES)
+
+    def refusal(self, located: Path) -> str | None:
+        """Why ``located`` must not be handed to its loader, or None when it may be.
+
+        Refused: a SHA256 that differs from the published one (message: the file, its hash, the expected
+        one), and, for a file the loader unpickles, content srbench's weights-only load rejects.
+        """
+        expected = self.hash_prefix
+        if expected is not None and self.source != "timm":
+            digest = sha256_of(located)
+            if not digest.startswith(expected):
+                return (
+                    f"{located} is not the published {self.what}: its sha256 is {digest}, the published "
+                    f"one {'is' if len(expected) == 64 else 'starts with'} {expected}; srbench does not load "
+                    f"it. Replace it with the file from {self.url}"
+                )
+        if self.unpickled:
+            why = check_tensors_only(located)
+            if why is not None:
+                return f"{self.what}: {why} (srbench will not let {self.source} unpickle it)"
+        return None
+
     def verified(self, located: Path) -> bool | None:
-        """True/False when the located file's SHA256 can be checked against a known hash, None when not."""
-        prefix = self.hash_prefix
-        if prefix is None or self.source == "timm":
+        """True when the located file's SHA256 matched a published hash, None when none is published."""
+        if self.hash_prefix is None or self.source == "timm":
             return None
-        return sha256_of(located).startswith(prefix)
+        return sha256_of(located).startswith(self.hash_prefix)
 
     def problem(self) -> str:
         """Message for a missing file: which file, the full path to place it at, its URL."""
@@ -128,10 +164,7 @@ class RequiredFile:
                 f"machine with network and copy the cache; set HF_HUB_OFFLINE=1 to read it offline); "
                 f"URL {self.url}"
             )
-        bad = " (a file is there, but its SHA256 does not match)" if self.path.is_file() else ""
-        return (
-            f"missing {self.what}: {self.filename}{bad}; place it at {self.path}; download it from {self.url}"
-        )
+        return f"missing {self.what}: {self.filename}; place it at {self.path}; download it from {self.url}"
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -180,6 +213,11 @@ def _resolve(ref: tuple[str, ...]) -> RequiredFile:
             f"pyiqa checkpoint ({module} {key})",
             alternatives=(alt,) if alt else (),
         )
+    if source == "pyiqa-cache":
+        name = ref[1]
+        return RequiredFile(
+            "pyiqa-cache", name, "", pyiqa_cache_dir() / name, "pyiqa cache file", optional=True
+        )
     if source == "torchvision":
         import torchvision.models as tvm
 
@@ -222,8 +260,8 @@ def required_files(name: str) -> list[RequiredFile]:
 
 
 def missing_files(name: str) -> list[RequiredFile]:
-    """The files of :func:`required_files` that are not (intact) on this machine."""
-    return [f for f in required_files(name) if f.locate() is None]
+    """The files of :func:`required_files` that are not on this machine (optional caches aside)."""
+    return [f for f in required_files(name) if not f.optional and f.locate() is None]
 
 
 # ---- NIQE offline: basicsr ships the same pristine model as pyiqa's niqe_modelparameters.mat ----

@@ -17,6 +17,13 @@ full path to place it at and its URL) or, with ``on_missing="error"``, ``Weights
 falls back on basicsr's copy of the same pristine model when pyiqa's ``niqe_modelparameters.mat`` is absent;
 LPIPS takes its linear layers from the ``lpips`` package, whose files are byte-identical to pyiqa's.
 
+Untrusted files: a file whose SHA256 differs from the published one, or that pyiqa/torchvision would
+unpickle and srbench's weights-only load refuses, is never handed to pyiqa: the metric is skipped (or the
+run stops) the same way, the message naming the file, its hash and the expected one
+(:meth:`srbench.metric_files.RequiredFile.refusal`).  ``random_backbones=True`` (tests and benchmarks of the
+plumbing only) gives torchvision backbones random weights made in memory instead of reading a file; such
+metrics have ``weights_verified`` False and their values are not the metric's.
+
 Batches: :meth:`MetricSuite.score_batch` calls each metric once per batch of same-size images (pyiqa's
 metrics score (B,3,H,W) at once) and gives the per-image :meth:`MetricSuite.score` values: bit-identical on
 CPU with one thread; with several threads, batch-size-dependent kernels move the last bits (measured on 2
@@ -26,10 +33,12 @@ On CPU, SSIM's float64 11x11 convolution unfolds the whole batch (~270 MiB per 5
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,6 +49,11 @@ from srbench.interface import SRBenchError, WeightsMissing
 log = logging.getLogger(__name__)
 
 _YCBCR = {"color_space": "ycbcr"}
+#: images with more pixels than this (``metrics.max_pixels``) are scored in tiles where that is exact (PSNR,
+#: SSIM) and not at all by metrics that need the whole image in memory (4096^2: a 16.8 MP image)
+DEFAULT_MAX_PIXELS = 4096 * 4096
+#: side of the output blocks of tiled PSNR/SSIM (SSIM's CPU convolution needs ~1 KiB per pixel)
+PIXEL_TILE = 512
 # NIQE fits its model on 96x96 blocks (pyiqa fails below one block); PI also crops 4 px per side first
 _MIN_SIDE = {"niqe": 96, "pi": 104}
 
@@ -111,13 +125,44 @@ def lower_better(name: str) -> bool:
         raise KeyError(f"unknown metric {name!r}; known: {sorted(_SPEC_BY_NAME)}") from None
 
 
+@contextlib.contextmanager
+def random_torchvision_weights() -> Iterator[None]:
+    """While active, torchvision's pretrained-weight enums hand out the random initial state dict of their
+    architecture instead of reading a file (``MetricSuite(random_backbones=True)``: tests, benchmarks)."""
+    import torchvision.models as tvm
+    from torchvision.models._api import WeightsEnum
+
+    def random_state(self: WeightsEnum, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        builder = getattr(tvm, type(self).__name__.removesuffix("_Weights").lower())
+        return builder(weights=None).state_dict()
+
+    original = WeightsEnum.get_state_dict
+    WeightsEnum.get_state_dict = random_state  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
+
+
+def _in_our_words(e: Exception) -> str:
+    """An exception from pyiqa/torch as one line; torch's unpickling refusals in srbench's words (never its
+    advice to load with ``weights_only=False``)."""
+    import pickle
+
+    from srbench.safe_load import refusal_message
+
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        return refusal_message("a file it loads", e)
+    return f"{type(e).__name__}: {e}"
+
+
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(0)
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"{what}: expected (3,H,W) or (1,3,H,W) RGB, got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what}: expected a float tensor in [0,1], got {x.dtype}")
+    if not (torch.is_floating_point(x) or x.dtype == torch.uint8):
+        raise ValueError(f"{what}: expected a float tensor in [0,1] or uint8, got {x.dtype}")
     return x
 
 
@@ -126,9 +171,14 @@ def _check_batch(x: torch.Tensor, what: str) -> torch.Tensor:
         raise ValueError(f"{what}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"{what}: expected a (B,3,H,W) RGB batch, got shape {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what}: expected a float tensor in [0,1], got {x.dtype}")
+    if not (torch.is_floating_point(x) or x.dtype == torch.uint8):
+        raise ValueError(f"{what}: expected a float tensor in [0,1] or uint8, got {x.dtype}")
     return x
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 k/255 (bit-identical to ``quantize()`` of the float image), float clamped to [0,1]."""
+    return x.to(torch.float32).div(255.0) if x.dtype == torch.uint8 else x.clamp(0.0, 1.0)
 
 
 def _to_floats(out: Any, n: int) -> list[float]:
@@ -148,9 +198,9 @@ class MetricSuite:
 
     ``available`` lists the metrics that were built; ``skipped`` maps the others to a message naming the
     missing file, the full path to place it at and its URL; ``notes`` says, per built metric, what it is and
-    which files it read; ``options`` holds the pyiqa kwargs used; ``weights_verified`` is False where a
-    weights file does not match the SHA256 its name promises (a stand-in: not the published metric), True
-    where every file matched, None where some file carries no hash (or no files are needed).
+    which files it read; ``options`` holds the pyiqa kwargs used; ``weights_verified`` is True where every
+    file matched its published SHA256, None where some file has no published hash (or no files are
+    needed), False only for ``random_backbones`` stand-ins (not the published metric).
     """
 
     def __init__(
@@ -162,6 +212,8 @@ class MetricSuite:
         y_channel: bool = True,
         on_missing: Literal["skip", "error"] = "skip",
         allow_download: bool = False,
+        random_backbones: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         unknown = [n for n in names if n not in _SPEC_BY_NAME]
         if unknown:
@@ -176,6 +228,10 @@ class MetricSuite:
         self.y_channel = bool(y_channel)
         self.on_missing = on_missing
         self.allow_download = allow_download
+        self.random_backbones = bool(random_backbones)
+        self.max_pixels = int(max_pixels) if max_pixels is not None else DEFAULT_MAX_PIXELS
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
         self.available: list[str] = []
         self.skipped: dict[str, str] = {}
         self.notes: dict[str, str] = {}
@@ -217,8 +273,10 @@ class MetricSuite:
         except Exception as e:  # e.g. an optional pyiqa module that fails to import
             self._unavailable(name, f"cannot resolve its weight files: {type(e).__name__}: {e}")
             return
+        stand_ins = [f for f in files if self.random_backbones and f.source == "torchvision"]
+        files = [f for f in files if f not in stand_ins]
         found = {f.filename: f.locate() for f in files}
-        missing = [f for f in files if found[f.filename] is None]
+        missing = [f for f in files if found[f.filename] is None and not f.optional]
         used: list[str] = []
         checks: list[bool | None] = []
         if name == "niqe" and missing and not self.allow_download:
@@ -232,25 +290,33 @@ class MetricSuite:
             opts["pretrained_model_path"] = str(mat)
             used.append(f"basicsr niqe_pris_params.npz (same MATLAB pristine model) converted to {mat}")
             missing = []
-        if missing and not self.allow_download:
+        if missing and self.allow_download:  # srbench downloads (never pyiqa): the same checks follow
+            for f in missing:
+                found[f.filename] = self._download(name, f)
+                if found[f.filename] is None:
+                    return
+            missing = []
+        if missing:
             self._unavailable(name, "; ".join(f.problem() for f in missing))
             return
         for f in files:
             path = found[f.filename]
             if path is None:
                 continue
+            refused = f.refusal(path)  # a wrong hash, or a pickle that is more than tensors: never loaded
+            if refused is not None:
+                self._unavailable(name, refused)
+                return
             if path != f.path and f.source != "timm":  # an identical copy from another package (lpips)
                 opts["pretrained_model_path"] = str(path)
             used.append(str(path))
-            checks.append(f.verified(path))
-            if checks[-1] is False:
-                log.warning(
-                    "metric '%s': %s does not match the SHA256 prefix in its name: NOT the published weights",
-                    name,
-                    path,
-                )
+            if not f.optional:
+                checks.append(f.verified(path))
         if name == "niqe" and "pretrained_model_path" in opts:
             checks.append(None)  # basicsr's parameters carry no hash
+        for f in stand_ins:
+            used.append(f"RANDOM {f.what} (random_backbones=True: plumbing only, not the published metric)")
+            checks.append(False)
         if any(f.source == "timm" for f in files):
             from huggingface_hub import constants
 
@@ -261,13 +327,13 @@ class MetricSuite:
         try:
             import pyiqa
 
-            metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
+            with random_torchvision_weights() if stand_ins else contextlib.nullcontext():
+                metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
         except Exception as e:
+            why = f"pyiqa could not build it: {_in_our_words(e)}"
             if self.on_missing == "error":
-                raise SRBenchError(
-                    f"metric '{name}': pyiqa could not build it: {type(e).__name__}: {e}"
-                ) from e
-            self._unavailable(name, f"pyiqa could not build it: {type(e).__name__}: {e}")
+                raise SRBenchError(f"metric '{name}': {why}") from None
+            self._unavailable(name, why)
             return
         metric.eval()
         if bool(metric.lower_better) != spec.lower_better:  # pyiqa changed a direction: trust pyiqa, say so
@@ -280,7 +346,7 @@ class MetricSuite:
         self._metrics[name] = metric
         self.available.append(name)
         self.options[name] = dict(opts)
-        # False if any file is a stand-in, True if every file matched its hash, None if some cannot be checked
+        # False for a random stand-in, True if every file matched its hash, None if some cannot be checked
         self.weights_verified[name] = (
             False if False in checks else (True if checks and all(c is True for c in checks) else None)
         )
@@ -291,12 +357,28 @@ class MetricSuite:
             desc += f"; crop_border={self.crop_border}"
         self.notes[name] = desc + (f"; files: {', '.join(used)}" if used else "")
 
+    def _download(self, name: str, f: metric_files.RequiredFile) -> Path | None:
+        """``allow_download``: fetch a missing file with srbench's downloader (the CLIP hash checked)."""
+        if f.source == "timm":  # the HF hub client fetches it when timm asks (safetensors first)
+            return f.path
+        from srbench.data.fetch import download
+
+        try:
+            download(f.url, f.path, sha256=f.sha256, progress=False)
+        except SRBenchError as e:
+            self._unavailable(name, f"{f.problem()} (download failed: {e})")
+            return None
+        return f.path
+
     # ---- scoring ----
     @torch.inference_mode()
     def score(self, sr: torch.Tensor, hr: torch.Tensor | None = None) -> dict[str, float]:
         """Scores of one image: every built NR metric, and every FR metric when ``hr`` is given.
 
-        ``sr``/``hr``: (3,H,W) or (1,3,H,W) float RGB in [0,1] (clamped).  NR metrics see the whole SR image.
+        ``sr``/``hr``: (3,H,W) or (1,3,H,W) float RGB in [0,1] (clamped), or uint8 (``k`` means ``k/255``,
+        bit-identical to the quantized float image).  NR metrics see the whole SR image.  An image with more
+        than ``max_pixels`` pixels gets PSNR/SSIM computed in tiles (the same value up to summation order)
+        and NaN with a reason for every other metric, which would need the whole image in memory.
         When SR and HR sizes differ, FR metrics compare the common top-left region
         ``[:min(H), :min(W)]`` of both (as InvSR's metric script does); nothing is resized.
         A metric that fails on an image (or cannot score one so small) gets NaN, a logged warning and an
@@ -330,6 +412,12 @@ class MetricSuite:
         step = max(1, n if chunk is None else chunk)
         out: list[dict[str, float]] = [{} for _ in range(n)]
         self.image_errors = [{} for _ in range(n)]
+        pixels = max(sr.shape[-2] * sr.shape[-1], 0 if hr is None else hr.shape[-2] * hr.shape[-1])
+        if pixels > self.max_pixels:  # one image at a time, in tiles where that is exact
+            for i in range(n):
+                self._score_large(sr[i], None if hr is None else hr[i], i, out, self.image_errors)
+            self.errors = self._summarise_errors(self.image_errors)
+            return out
         for lo in range(0, n, step):
             hi = min(lo + step, n)
             self._score_chunk(sr[lo:hi], None if hr is None else hr[lo:hi], lo, out, self.image_errors)
@@ -346,10 +434,10 @@ class MetricSuite:
     ) -> None:
         """Scores images ``lo .. lo+len(sr)-1`` into ``out``/``errs``: one call per metric, if that works."""
         n = sr.shape[0]
-        sr = sr.to(self.device).clamp(0.0, 1.0)
+        sr = _unit(sr.to(self.device))
         sr_fr = hr_fr = None
         if hr is not None:
-            hr = hr.to(self.device).clamp(0.0, 1.0)
+            hr = _unit(hr.to(self.device))
             h, w = min(sr.shape[-2], hr.shape[-2]), min(sr.shape[-1], hr.shape[-1])
             sr_fr, hr_fr = sr[..., :h, :w], hr[..., :h, :w]
         for name in self.available:
@@ -390,6 +478,88 @@ class MetricSuite:
                             values.append(self._failed(name, lo + i, e1, errs, single=False))
             for i, v in enumerate(values):
                 out[lo + i][name] = v
+
+    def _score_large(
+        self,
+        sr: torch.Tensor,
+        hr: torch.Tensor | None,
+        i: int,
+        out: list[dict[str, float]],
+        errs: list[dict[str, str]],
+    ) -> None:
+        """Image ``i`` over ``max_pixels``: PSNR/SSIM in tiles, NaN and a reason for the other metrics."""
+        h, w = sr.shape[-2:]
+        if hr is not None:
+            h, w = min(h, hr.shape[-2]), min(w, hr.shape[-1])
+        big = max(sr.shape[-2] * sr.shape[-1], 0 if hr is None else hr.shape[-2] * hr.shape[-1])
+        for name in self.available:
+            spec = _SPEC_BY_NAME[name]
+            if spec.kind == "fr" and hr is None:
+                continue
+            if spec.pixel:
+                assert hr is not None
+                try:
+                    out[i][name] = self._tiled_pixel_metric(name, sr[:, :h, :w], hr[:, :h, :w])
+                except Exception as e:
+                    out[i][name] = self._failed(name, i, e, errs, single=len(errs) == 1)
+                continue
+            why = (
+                f"image of {big / 1e6:.1f} MP is over metrics.max_pixels={self.max_pixels} "
+                f"({self.max_pixels / 1e6:.1f} MP): {name} needs the whole image in memory; not computed"
+            )
+            log.warning("metric '%s' not computed: %s", name, why)
+            errs[i][name] = why
+            out[i][name] = math.nan
+
+    def _tiled_pixel_metric(self, name: str, sr: torch.Tensor, hr: torch.Tensor) -> float:
+        """pyiqa's PSNR / SSIM of (3,H,W) ``sr`` vs ``hr`` from PIXEL_TILE blocks, never the whole image.
+
+        PSNR: pyiqa ``psnr_arch.psnr`` (``10 log10(1 / (mse + 1e-8))``, data range 1) with the MSE summed
+        over blocks.  SSIM: pyiqa ``ssim_arch`` (Y rounded to integers, 11x11 Gaussian window, 'valid'
+        filtering, mean of the map); each block's map is computed from its input plus the 10-pixel margin
+        the window needs, so the blocks' maps tile the whole map exactly.  Only the order of the final sum
+        differs from the whole-image value.
+        """
+        from pyiqa.archs.func_util import preprocess_rgb
+        from pyiqa.archs.ssim_arch import ssim
+        from pyiqa.utils.color_util import to_y_channel
+
+        opts = self.options[name]
+        y, space, crop = (
+            bool(opts["test_y_channel"]),
+            opts.get("color_space", "yiq"),
+            int(opts["crop_border"]),
+        )
+        if crop:
+            sr, hr = sr[:, crop:-crop, crop:-crop], hr[:, crop:-crop, crop:-crop]
+        h, w = sr.shape[-2:]
+
+        def block(t: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+            return _unit(t[None, :, r0:r1, c0:c1].to(self.device)).double()
+
+        total, count = 0.0, 0
+        if _SPEC_BY_NAME[name].pyiqa_name == "psnr":
+            for r0 in range(0, h, PIXEL_TILE):
+                for c0 in range(0, w, PIXEL_TILE):
+                    r1, c1 = min(r0 + PIXEL_TILE, h), min(c0 + PIXEL_TILE, w)
+                    a, b = block(sr, r0, r1, c0, c1), block(hr, r0, r1, c0, c1)
+                    if y:
+                        a, b = to_y_channel(a, 1.0, space), to_y_channel(b, 1.0, space)
+                    total += float(((a - b) ** 2).sum())
+                    count += a.numel()
+            return float(10.0 * math.log10(1.0 / (total / count + 1e-8)))
+        margin = 10  # the 11x11 window's 'valid' output is 10 px smaller than its input
+        if h <= margin or w <= margin:
+            raise ValueError(f"image {w}x{h} is smaller than SSIM's 11x11 window")
+        for r0 in range(0, h - margin, PIXEL_TILE):
+            for c0 in range(0, w - margin, PIXEL_TILE):
+                r1, c1 = min(r0 + PIXEL_TILE, h - margin), min(c0 + PIXEL_TILE, w - margin)
+                a = preprocess_rgb(block(sr, r0, r1 + margin, c0, c1 + margin), y, 255, space).double()
+                b = preprocess_rgb(block(hr, r0, r1 + margin, c0, c1 + margin), y, 255, space).double()
+                ssim_map = ssim(a, b, get_ssim_map=True, data_range=255)
+                total += float(ssim_map.sum())
+                count += ssim_map.numel()
+        return total / count
 
     @staticmethod
     def _failed(name: str, i: int, e: Exception, errs: list[dict[str, str]], *, single: bool) -> float:

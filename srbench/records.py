@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Iterable
@@ -12,7 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from srbench.data.images import atomic_write_bytes
+from srbench.atomic import atomic_write_bytes
+from srbench.stats import t_interval
+
+log = logging.getLogger("srbench")
 
 PER_IMAGE_LOG = "per_image.jsonl"
 PER_IMAGE_CSV = "per_image.csv"
@@ -39,30 +43,59 @@ def _json_default(o: Any) -> Any:
 class PerImageLog:
     """One JSON object per finished image, appended and fsync'ed.
 
-    A crash can at worst leave a torn last line, which :meth:`rows` drops: every image whose
-    line is complete is finished work that a rerun keeps.
+    A crash can at worst leave a torn last line, which :meth:`rows` drops: every image whose line is
+    complete is finished work that a rerun keeps.  A damaged line elsewhere (not JSON, not a record with an
+    ``id``, or a second row for an image) is skipped with a warning naming its line number, and every valid
+    row after it is kept; :meth:`repair` sets such lines aside in ``per_image.rejected.jsonl``.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.rejected: list[dict[str, Any]] = []  # {"line": n, "reason": ..., "text": ...}
+        self.torn = False
+        self._warned: set[int] = set()
 
     def rows(self) -> list[dict[str, Any]]:
+        self.rejected, self.torn = [], False
         if not self.path.is_file():
             return []
+        lines = self.path.read_bytes().decode("utf-8", errors="replace").split("\n")
+        self.torn = lines[-1] != ""  # no newline at the end: the write of an interrupted run
         rows: list[dict[str, Any]] = []
-        with self.path.open("r", encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn write of an interrupted run
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
+        seen: dict[str, int] = {}
+        for number, line in enumerate(lines[:-1], start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                reason = "" if isinstance(row, dict) and isinstance(row.get("id"), str) else "no image id"
+            except json.JSONDecodeError as exc:
+                row, reason = None, f"not JSON ({exc.msg})"
+            if not reason and row["id"] in seen:
+                reason = f"a second row for image {row['id']!r} (first on line {seen[row['id']]})"
+            if reason:
+                self.rejected.append({"line": number, "reason": reason, "text": line[:2000]})
+                if number not in self._warned:
+                    self._warned.add(number)
+                    log.warning("%s line %d: %s; skipped, the other rows are kept", self.path, number, reason)
+                continue
+            seen[row["id"]] = number
+            rows.append(row)
         return rows
 
     def repair(self, rows: list[dict[str, Any]]) -> None:
-        """Rewrite the log with exactly ``rows`` (drops a torn tail before appending)."""
+        """Rewrite the log with exactly ``rows`` (drops a torn tail before appending); rejected lines are
+        kept aside in ``<name>.rejected.jsonl`` rather than lost."""
+        if self.rejected:
+            aside = self.path.with_name(self.path.stem + ".rejected.jsonl")
+            with aside.open("a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in self.rejected)
+            self.rejected = []
         atomic_write_text(self.path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+        self.torn = False
+
+    def needs_repair(self) -> bool:
+        return self.torn or bool(self.rejected)
 
     def append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,10 +118,6 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def mean_ci95(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and the half-width of its 95 % normal-approximation confidence interval."""
-    vals = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
-    if vals.size == 0:
-        return None, None
-    if vals.size == 1:
-        return float(vals[0]), None
-    return float(vals.mean()), float(1.96 * vals.std(ddof=1) / math.sqrt(vals.size))
+    """Mean and the half-width of its 95 % Student-t confidence interval over the finite values."""
+    mean, half, _ = t_interval(values)
+    return mean, half

@@ -63,9 +63,12 @@ def get_method_class(name: str) -> type[SRMethod]:
 
 
 def create_method(name_or_cfg: str | Mapping[str, Any], **options: Any) -> SRMethod:
-    """Build a method from its name, or from a config mapping with a ``name`` key.
+    """Build a method from its name, or from a config mapping with a ``name`` key (not loaded yet).
 
-    The remaining keys of the mapping (and ``options``) go to the method's constructor.
+    The remaining keys of the mapping (and ``options``) go to the method's constructor; an option it
+    does not take is an error listing the ones it does.  ``tiny=True`` builds the method on tiny random
+    weights (written to a private folder, removed at exit), so it runs offline; its results are
+    labelled ``random``.
     """
     if isinstance(name_or_cfg, str):
         name, opts = name_or_cfg, {}
@@ -73,4 +76,9 @@ def create_method(name_or_cfg: str | Mapping[str, Any], **options: Any) -> SRMet
         opts = dict(name_or_cfg)
         name = opts.pop("name")
     opts.update(options)
-    return get_method_class(name)(**opts)
+    cls = get_method_class(name)
+    if opts.pop("tiny", False):
+        from srbench.testing.factories import tiny_for_run
+
+        return tiny_for_run(name, **opts)
+    return cls(**opts)

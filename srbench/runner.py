@@ -2,11 +2,18 @@
 
 Idempotent: a finished cell is skipped; an interrupted one resumes at the first image whose
 row is not in ``per_image.jsonl`` (DESIGN.md, "Runs, records, leaderboard").
+
+On a terminal the images of a cell show as a progress bar with ETA (:mod:`srbench.progress`), the
+per-image log lines above it; elsewhere one line per image.  Memory per image is the peak of the call
+above the memory held before it (``peak_mem_mb``; ``held_mem_mb`` = weights and caches), as ``srbench
+bench`` measures it: on CPU the process's RSS holds the libraries and the model, which said nothing about
+the method (bicubic "used" 1 GB).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib
 import json
 import logging
@@ -21,10 +28,17 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from srbench.claim import CELL, RECORDS, check_claim, reconcile_dataset, write_cell
+from srbench.config_check import validate_run_config
 from srbench.data.folders import SRDataset, build_dataset
-from srbench.data.images import ImageReadError, save_png
-from srbench.environment import environment, resolve_device, resolve_dtype
+from srbench.data.images import DEFAULT_MAX_PIXELS, ImageReadError
+from srbench.environment import device_name, dtype_name, environment, resolve_device, resolve_dtype
+from srbench.fingerprint import FINGERPRINT_FILE, Fingerprint, dataset_fingerprint
+from srbench.identity import CellIdentity, cell_config, cell_relpath, speed_settings
 from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps
+from srbench.lock import CellLock, LockLost
+from srbench.names import safe_name
+from srbench.progress import image_progress
 from srbench.protocol import Protocol
 from srbench.records import (
     CONFIG,
@@ -39,13 +53,16 @@ from srbench.records import (
     write_table,
 )
 from srbench.registry import create_method
-from srbench.sweep import sweep_id
-from srbench.timing import StageTimer
+from srbench.sample_io import read_sample, save_sr_png
+from srbench.stats import t_interval
+from srbench.sweep import parallel_workers, sweep_id
+from srbench.timing import MemoryProbe, StageTimer, memory_kind
 from srbench.wandb_log import WandbLogger
 
 log = logging.getLogger("srbench")
 
-CELL = "cell.json"
+__all__ = ["CELL", "CellOutcome", "cell_dir", "cell_identity", "check_config", "image_seed", "run_cell"]
+
 _METHODS: dict[str, SRMethod] = {}  # loaded once per process, shared by every cell (steps, datasets)
 _METRICS: dict[str, Any] = {}
 
@@ -58,39 +75,24 @@ class CellOutcome:
     reason: str = ""
 
 
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
 def cell_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two runs the same cell: a rerun with the same identity resumes; another is refused."""
-    return {
-        "run_name": cfg.get("run_name") or cfg["method"]["name"],
-        "method": cfg["method"],
-        "steps": cfg["steps"],
-        "dataset": cfg["dataset"],
-        "protocol": cfg["protocol"],
-        "metrics": cfg["metrics"],
-        "seed": cfg["seed"],
-        "dtype": cfg.get("dtype"),
-    }
+    """What makes two runs the same cell (without the run-time precision and device): see
+    :mod:`srbench.identity`.  A rerun with the same identity resumes; another is refused."""
+    return CellIdentity.from_config(cell_config(cfg)).record()
+
+
+def cell_dir(cfg: DictConfig | Mapping[str, Any], out_dir: str | Path | None = None) -> Path:
+    """Where a cell lives: ``<out_dir>/<dataset>/<protocol>/<label>[-<hash8>]/steps<N>[-seed<S>]``."""
+    plain = cell_config(cfg)
+    validate_run_config(plain)  # every part of the path is a checked name (srbench/names.py)
+    return Path(out_dir if out_dir is not None else plain.get("out_dir", "results/runs")) / cell_relpath(
+        plain
+    )
 
 
 def image_seed(seed: int, image_id: str) -> int:
     """Per-image seed, independent of image order, so resumed and full runs draw the same noise."""
     return (int(seed) * 1_000_003 + zlib.crc32(image_id.encode())) % 2**63
-
-
-def speed_settings(plain: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings that change speed, not results (within fp tolerance): recorded in every summary."""
-    speed = dict(plain.get("speed") or {})
-    return {
-        "attention": str(speed.get("attention", "default")),
-        "channels_last": bool(speed.get("channels_last", False)),
-        "compile": bool(speed.get("compile", False)),
-        "compile_mode": speed.get("compile_mode"),
-        "keep_freed_memory": bool(speed.get("keep_freed_memory", False)),
-    }
 
 
 def _get_method(
@@ -107,46 +109,42 @@ def _get_method(
     return _METHODS[key]
 
 
-def _get_metrics(metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device) -> Any:
-    from srbench.metrics import MetricSuite
+#: why a full-reference metric has no score on a dataset without HR images
+NO_HR = "full-reference metric: the dataset has no HR images"
 
-    key = json.dumps([metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True)
+
+def _get_metrics(
+    metrics_cfg: dict[str, Any], protocol: Protocol, device: torch.device, has_hr: bool = True
+) -> Any:
+    """The metric suite, built once per process (a metric that cannot be built says so once, then);
+    without HR images only the no-reference metrics are built."""
+    from srbench.metrics import MetricSuite, metric_specs
+
+    names = [n for n in metrics_cfg.get("names", []) if has_hr or metric_specs()[n].kind == "nr"]
+    key = json.dumps(
+        [names, metrics_cfg, protocol.crop_border, protocol.y_channel, str(device)], sort_keys=True
+    )
     if key not in _METRICS:
         _METRICS[key] = MetricSuite(
-            list(metrics_cfg.get("names", [])),
+            names,
             device=device,
             crop_border=protocol.crop_border,
             y_channel=protocol.y_channel,
             on_missing=metrics_cfg.get("on_missing", "skip"),
+            max_pixels=metrics_cfg.get("max_pixels"),
         )
     return _METRICS[key]
 
 
-def _prepare_run_dir(run_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
-    cell_file = run_dir / CELL
-    if overwrite:
-        for name in (PER_IMAGE_LOG, PER_IMAGE_CSV, SUMMARY, CELL):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "images", ignore_errors=True)
-    elif cell_file.is_file():
-        stored = json.loads(cell_file.read_text())
-        if stored != json.loads(json.dumps(identity)):
-            diff = sorted(k for k in identity if stored.get(k) != json.loads(json.dumps(identity[k])))
-            raise SRBenchError(
-                f"{run_dir}: this run directory holds a different cell (differs in: {', '.join(diff)}). "
-                "Pass overwrite=true to replace it, or run_name=<label> to keep both."
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cell_file, identity)
+def record_failure(run_dir: str | Path, exc: BaseException, cell: Mapping[str, Any] | None = None) -> None:
+    """Mark a cell this process holds as failed (its finished per-image rows stay; a rerun retries it).
 
-
-def record_failure(run_dir: str | Path, exc: BaseException) -> None:
-    """Mark a cell as failed (its finished per-image rows stay; a rerun retries the cell)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    Only :func:`run_cell` calls this, after it has claimed and locked the cell: a run that was refused
+    (another cell in the directory, a busy lock, a config error) never writes into the directory."""
     write_json(
-        run_dir / SUMMARY,
+        Path(run_dir) / SUMMARY,
         {
+            **(cell or {}),
             "status": "failed",
             "error": f"{type(exc).__name__}: {exc}",
             "traceback": "".join(traceback.format_exception(exc)),
@@ -164,41 +162,144 @@ def import_plugins(modules: list[str] | None) -> None:
             raise SRBenchError(f"plugin module '{name}' cannot be imported: {exc}") from exc
 
 
-def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOutcome:
-    """Run (or resume, or skip) one cell and write its records under ``run_dir``."""
-    run_dir = Path(run_dir)
-    plain: dict[str, Any] = _plain(cfg)
-    if plain.get("lr_tile"):  # generic LR tiling is a method option (it changes the output)
-        plain["method"] = {
-            **plain["method"],
-            "lr_tile": int(plain["lr_tile"]),
-            "lr_tile_overlap": int(plain.get("lr_tile_overlap", 32)),
-        }
-    identity = cell_identity(plain)
+@dataclass
+class _Setup:
+    """A cell's configuration, checked before anything is written."""
+
+    plain: dict[str, Any]
+    protocol: Protocol
+    device: torch.device
+    dtype: torch.dtype
+    probe: SRMethod
+
+
+def check_config(plain: dict[str, Any]) -> _Setup:
+    """Every check a config can fail without running anything; raises SRBenchError naming the key."""
+    from srbench.metrics import metric_specs
+
+    validate_run_config(plain)  # value checks naming the key (steps, seed, device, names, ...)
     import_plugins(plain.get("plugins"))
-    _prepare_run_dir(run_dir, identity, bool(plain.get("overwrite", False)))
-    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(plain)))
-
-    summary_path = run_dir / SUMMARY
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") in ("done", "skipped"):
-            log.info("cell already finished: %s (%s)", run_dir, summary["status"])
-            return CellOutcome("already_done", run_dir, summary)
-
-    steps = int(plain["steps"])
-    method_cfg = dict(plain["method"])
-    run_name = identity["run_name"]
+    for key in ("method", "dataset", "protocol"):
+        if not isinstance(plain.get(key), Mapping):
+            raise SRBenchError(f"config: '{key}' must be a group of options, got {plain.get(key)!r}")
+    names = (plain.get("metrics") or {}).get("names") or []
+    unknown = sorted(str(n) for n in names if str(n) not in metric_specs())
+    if unknown:
+        raise SRBenchError(
+            f"config: unknown metric(s) {', '.join(unknown)} in metrics.names; "
+            f"known: {', '.join(metric_specs())}"
+        )
+    on_missing = (plain.get("metrics") or {}).get("on_missing", "skip")
+    if on_missing not in ("skip", "error"):
+        raise SRBenchError(f"config: metrics.on_missing must be skip or error, got {on_missing!r}")
     protocol = Protocol.from_config(plain["protocol"])
     device = resolve_device(plain.get("device"))
     dtype = resolve_dtype(plain.get("dtype"), device)
-    dataset = build_dataset(plain["dataset"])
+    probe = create_method(dict(plain["method"]))  # unknown method or bad option: raised here
+    return _Setup(plain, protocol, device, dtype, probe)
 
-    probe = create_method(method_cfg)
+
+def _device_kind(device: torch.device) -> str:
+    """The device a cell's latencies were measured on, by kind and model (not index: sweeps reassign it)."""
+    return "cpu" if device.type == "cpu" else f"{device.type}:{device_name(device)}"
+
+
+def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOutcome:
+    """Run (or resume, or skip) one cell and write its records under ``run_dir``.
+
+    Order: the config is checked and the dataset fingerprinted (nothing written); a directory holding
+    another cell is refused (nothing written); the cell is locked (:mod:`srbench.lock`) and checked again;
+    only then is anything written.  A failure after that point is recorded in the cell's summary."""
+    run_dir = Path(run_dir)
+    setup = check_config(cell_config(cfg))
+    plain = setup.plain
+    dataset = build_dataset(plain["dataset"])
+    unused = dataset.meta.get("unused") or []
+    if unused:
+        log.warning(
+            "dataset %s: %d file(s) in its folders are not used (listed with the reason in summary.json "
+            "'dataset_unused')",
+            dataset.name,
+            len(unused),
+        )
+    fingerprint = dataset_fingerprint(dataset.samples)
+    runtime = {"precision": dtype_name(setup.dtype), "device": _device_kind(setup.device)}
+    ident = CellIdentity.from_config(plain, runtime)
+    overwrite = bool(plain.get("overwrite", False))
+    if not overwrite:
+        check_claim(run_dir, ident)
+    with CellLock(run_dir, wait=bool(plain.get("wait_for_lock", False))) as lock:
+        if overwrite:
+            for name in RECORDS:
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "images", ignore_errors=True)
+        stored = None if overwrite else check_claim(run_dir, ident)  # again, now that the cell is ours
+        cell = _cell_fields(ident, dataset, fingerprint)
+        try:
+            return _run_claimed(setup, ident, dataset, fingerprint, stored, cell, run_dir, lock)
+        except (KeyboardInterrupt, SystemExit, LockLost):
+            raise
+        except Exception as exc:
+            record_failure(run_dir, exc, cell)
+            raise
+
+
+def _cell_fields(ident: CellIdentity, dataset: SRDataset, fingerprint: Fingerprint) -> dict[str, Any]:
+    """What every summary of this cell says about which cell it is (done, skipped or failed)."""
+    out = ident.outputs
+    return {
+        "method": ident.label,
+        "method_name": out["method"]["name"],
+        "variant": ident.variant,
+        "options": ident.options,
+        "steps": out["steps"],
+        "seed": out["seed"],
+        "dataset": dataset.name,
+        "dataset_fingerprint": fingerprint.brief(),
+        "protocol": out["protocol"].get("name"),
+        "protocol_settings": Protocol.from_config(out["protocol"]).as_dict(),
+        "metric_set": ident.scoring["metrics"],
+    }
+
+
+def _run_claimed(
+    setup: _Setup,
+    ident: CellIdentity,
+    dataset: SRDataset,
+    fingerprint: Fingerprint,
+    stored: dict[str, Any] | None,
+    cell: dict[str, Any],
+    run_dir: Path,
+    lock: CellLock,
+) -> CellOutcome:
+    plain, protocol, device, dtype = setup.plain, setup.protocol, setup.device, setup.dtype
+    for folder in (run_dir, run_dir / "images"):  # temp files of writes a kill cut short (the cell is ours)
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+    plog = PerImageLog(run_dir / PER_IMAGE_LOG)
+    change = reconcile_dataset(run_dir, stored, fingerprint, plog)  # drops the summary if images changed
+    summary_path = run_dir / SUMMARY
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            summary = {}
+        if isinstance(summary, dict) and summary.get("status") in ("done", "skipped"):
+            log.info("cell already finished: %s (%s)", run_dir, summary["status"])
+            return CellOutcome("already_done", run_dir, summary)  # nothing (re)written
+    history = list((stored or {}).get("dataset_changes") or []) + ([change] if change else [])
+    cell["dataset_changes"] = history
+    write_json(run_dir / FINGERPRINT_FILE, fingerprint.to_json())
+    record = {**ident.record(), "dataset_fingerprint": fingerprint.brief(), "dataset_changes": history}
+    write_cell(run_dir, record)
+    atomic_write_text(run_dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(plain)))
+
+    steps = int(plain["steps"])
+    method_cfg = dict(plain["method"])
     try:
-        probe.check_steps(steps)
+        setup.probe.check_steps(steps)
     except UnsupportedSteps as exc:
-        summary = _base_summary(plain, run_name, dataset, protocol, device, dtype, None)
+        summary = _base_summary(plain, cell, dataset, protocol, device, dtype, None)
         summary.update(status="skipped", reason=str(exc))
         write_json(summary_path, summary)
         log.warning("skipped: %s", exc)
@@ -211,66 +312,71 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
         allocator.keep_freed_memory()
     model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
     method = _get_method(method_cfg, device, dtype, model_speed)
-    metrics = _get_metrics(dict(plain["metrics"]), protocol, device)
-    for name, message in metrics.skipped.items():
-        log.warning("metric %s skipped: %s", name, message)
+    metrics = _get_metrics(dict(plain["metrics"]), protocol, device, dataset.has_hr)
+    not_applicable = [n for n in (plain["metrics"].get("names") or []) if n not in metrics.names]
 
-    plog = PerImageLog(run_dir / PER_IMAGE_LOG)
     rows = plog.rows()
-    plog.repair(rows)  # drop a torn tail left by a kill, so appends start on a clean line
     retry = bool(plain.get("retry_failed", False))
     finished = {r["id"] for r in rows if r.get("status") == "ok" or not retry}
-    rows = [r for r in rows if r["id"] in finished]
-    if retry:
-        plog.repair(rows)
+    kept = [r for r in rows if r["id"] in finished]
+    if plog.needs_repair() or len(kept) != len(rows):
+        plog.repair(kept)  # drop a torn tail left by a kill (and retried rows), so appends start clean
+    rows = kept
     pending = [s for s in dataset if s.id not in finished]
     if rows:
         log.info("resuming %s: %d of %d images already finished", run_dir, len(rows), len(dataset))
 
     timer = StageTimer(device)
+    memory = MemoryProbe(device, trim=not speed["keep_freed_memory"])
     method.timer = timer
     wb = WandbLogger(
         plain.get("wandb"),
         run_dir=run_dir,
-        name=f"{run_name}-s{steps}-{dataset.name}-{protocol.name}",
+        name=f"{ident.label}-s{steps}-{dataset.name}-{protocol.name}",
         group=str(plain.get("sweep_name") or sweep_id() or "single-runs"),
-        config=identity,
+        config=ident.record(),
     )
     try:
         if pending:
             _warm_up(method, dataset, pending, protocol, steps, int(plain.get("warmup", 1)), device, timer)
         images_dir = run_dir / "images" if plain.get("save_images", True) else None
-        for sample in pending:
-            row, sr, lr = _process(
-                sample,
-                dataset,
-                method,
-                metrics,
-                protocol,
-                steps,
-                int(plain["seed"]),
-                device,
-                timer,
-                images_dir,
-            )
-            plog.append(row)
-            rows.append(row)
-            if sr is not None:
-                wb.log_image(row, sr, lr)
-            log.info(
-                "[%d/%d] %s %s",
-                len(rows),
-                len(dataset),
-                sample.id,
-                _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
-            )
+        with image_progress(len(dataset), len(rows), f"{ident.label} steps={steps}") as bar:
+            for sample in pending:
+                row, sr, lr = _process(
+                    sample,
+                    dataset,
+                    method,
+                    metrics,
+                    protocol,
+                    steps,
+                    int(plain["seed"]),
+                    device,
+                    timer,
+                    images_dir,
+                    int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
+                    memory,
+                )
+                lock.check()  # never append to a cell another process has taken over
+                plog.append(row)
+                rows.append(row)
+                if sr is not None:
+                    wb.log_image(row, sr, lr)
+                log.info(
+                    "[%d/%d] %s %s",
+                    len(rows),
+                    len(dataset),
+                    sample.id,
+                    _row_brief(row) if row["status"] == "ok" else "ERROR " + row["error"],
+                )
+                bar.update(1)
     finally:
         method.timer = None
 
+    lock.check()
     write_table(run_dir / PER_IMAGE_CSV, rows)
-    summary = _base_summary(plain, run_name, dataset, protocol, device, dtype, method)
+    summary = _base_summary(plain, cell, dataset, protocol, device, dtype, method)
     summary.update(_aggregate(rows, metrics))
-    summary["metrics_skipped"] = dict(metrics.skipped)
+    summary["metrics_skipped"] = {**dict(metrics.skipped), **dict.fromkeys(not_applicable, NO_HR)}
     summary["metric_notes"] = dict(getattr(metrics, "notes", {}))
     summary["metric_options"] = dict(getattr(metrics, "options", {}))
     # False: a stand-in (e.g. random backbone) file was used; such scores are not results
@@ -280,9 +386,19 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
     )
     ok = summary["n_ok"]
     summary["status"] = "done" if ok > 0 or not rows else "failed"
+    if summary["status"] == "failed":
+        first = summary["failures"][0]
+        summary["reason"] = f"every image failed ({len(rows)}); first: {first['id']}: {first['error']}"
     write_json(summary_path, summary)
     wb.finish(summary, rows)
-    return CellOutcome(summary["status"], run_dir, summary)
+    return CellOutcome(summary["status"], run_dir, summary, summary.get("reason", ""))
+
+
+def _upscale_for(method: SRMethod, protocol: Protocol) -> Any:
+    """The upscale call that gives the SR the protocol scores: 8-bit by ``protocol.quantize`` or float."""
+    if protocol.quantize == "none":
+        return method.upscale
+    return functools.partial(method.upscale_uint8, mode=protocol.quantize)
 
 
 def _warm_up(
@@ -300,14 +416,14 @@ def _warm_up(
         return
     for sample in pending:
         try:
-            lr, hr = dataset.load(sample)
-            lr, _ = protocol.prepare(lr, hr, method.scale)
+            lr, _ = read_sample(sample, protocol, method.scale)  # never warms up on an over-size image
         except (ImageReadError, SRBenchError):
             continue
         method.timer = None
+        upscale = _upscale_for(method, protocol)
         try:
             for _ in range(n):
-                method.upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
+                upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
         except Exception as exc:  # the real pass records the failure per image
             log.warning("warm-up failed on %s: %s", sample.id, exc)
         finally:
@@ -326,21 +442,29 @@ def _process(
     device: torch.device,
     timer: StageTimer,
     images_dir: Path | None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    memory: MemoryProbe | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
     row: dict[str, Any] = {"id": sample.id}
-    try:
-        lr, hr = dataset.load(sample)
-        lr, hr = protocol.prepare(lr, hr, method.scale)
+    try:  # an id that is not a plain file name, or an image over max_pixels: an error for this image only
+        safe_name(sample.id, "image id", hidden_ok=True)
+        lr, hr = read_sample(sample, protocol, method.scale, max_pixels)
     except (ImageReadError, SRBenchError) as exc:
         row.update(status="error", stage="read", error=str(exc))
         return row, None, None
     gen_device = device if device.type == "cuda" else torch.device("cpu")
     generator = torch.Generator(gen_device).manual_seed(image_seed(seed, sample.id))
+    memory = memory or MemoryProbe(device)
+    memory.start()  # before the timer: trimming the heap is not the method's time
     timer.reset()
+    # with quantize round | floor (every paper protocol) the SR is made as 8 bits the way the protocol's
+    # authors save PNGs: no full-size float copy of it exists; quantize none scores the float output
+    upscale = _upscale_for(method, protocol)
     try:
         with timer.stage("total"):
-            sr = method.upscale(lr[None], steps=steps, generator=generator)
+            sr = upscale(lr[None], steps=steps, generator=generator)
         latency = timer.finish()
+        peak_mb, held_mb = memory.stop()
     except torch.cuda.OutOfMemoryError as exc:
         torch.cuda.empty_cache()
         row.update(status="error", stage="upscale", error=f"out of memory on {tuple(lr.shape)}: {exc}")
@@ -349,10 +473,10 @@ def _process(
         log.debug("upscale failed on %s:\n%s", sample.id, traceback.format_exc())
         row.update(status="error", stage="upscale", error=f"{type(exc).__name__}: {exc}")
         return row, None, None
-    sr = protocol.to_8bit(sr[0].cpu())  # round | floor | none, as the protocol's authors save PNGs
+    sr = sr[0].cpu()  # uint8 (round | floor), float for quantize none
     row["quantize"] = protocol.quantize
     if images_dir is not None:
-        save_png(sr, images_dir / f"{sample.id}.png")
+        save_sr_png(sr, images_dir / f"{sample.id}.png")
     try:
         scores = metrics.score(sr, hr)
     except Exception as exc:
@@ -363,12 +487,12 @@ def _process(
     row.update(status="ok", lr_h=int(lr.shape[1]), lr_w=int(lr.shape[2]))
     row.update(scores)
     row.update({f"latency_{k}_s": v for k, v in latency.items()})
-    row["peak_mem_mb"] = timer.peak_memory_mb()
+    row["peak_mem_mb"], row["held_mem_mb"] = peak_mb, held_mb  # the call's increase; what was held before
     return row, sr, lr
 
 
 def _row_brief(row: dict[str, Any]) -> str:
-    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb"}
+    skip = {"id", "status", "lr_h", "lr_w", "peak_mem_mb", "held_mem_mb"}
     return " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in skip and isinstance(v, float))
 
 
@@ -386,11 +510,17 @@ def _aggregate(rows: list[dict[str, Any]], metrics: Any) -> dict[str, Any]:
     }
     stats: dict[str, Any] = {}
     for name in metrics.available:
-        values = [r[name] for r in ok if r.get(name) is not None]
-        if not values:
+        mean, ci, n = t_interval(r.get(name) for r in ok)  # n: finite values only
+        if n == 0:
             continue
-        mean, ci = mean_ci95(values)
-        stats[name] = {"mean": mean, "ci95": ci, "n": len(values), "lower_better": metrics.lower_better(name)}
+        stats[name] = {
+            "mean": mean,
+            "ci95": ci,
+            "ci_method": "student-t",
+            "n": n,
+            "n_not_finite": sum(r.get(name) is not None for r in ok) - n,
+            "lower_better": metrics.lower_better(name),
+        }
     out["metrics"] = stats
     stages = sorted({k[len("latency_") : -2] for r in ok for k in r if k.startswith("latency_")})
     out["latency_s"] = {
@@ -403,12 +533,14 @@ def _aggregate(rows: list[dict[str, Any]], metrics: Any) -> dict[str, Any]:
     }
     mems = [r["peak_mem_mb"] for r in ok if r.get("peak_mem_mb") is not None]
     out["peak_mem_mb"] = max(mems) if mems else None
+    held = [r["held_mem_mb"] for r in ok if r.get("held_mem_mb") is not None]
+    out["held_mem_mb"] = max(held) if held else None
     return out
 
 
 def _base_summary(
     plain: dict[str, Any],
-    run_name: str,
+    cell: dict[str, Any],
     dataset: SRDataset,
     protocol: Protocol,
     device: torch.device,
@@ -417,20 +549,20 @@ def _base_summary(
 ) -> dict[str, Any]:
     weights = method.weights_info() if method is not None else None
     return {
-        "method": run_name,
-        "method_name": plain["method"]["name"],
-        "steps": int(plain["steps"]),
-        "dataset": dataset.name,
+        **cell,
         "dataset_size": len(dataset),
+        "dataset_unused": dataset.meta.get("unused") or [],
+        "dataset_beyond_limit": dataset.meta.get("beyond_limit", 0),
         "has_hr": dataset.has_hr,
         "protocol": protocol.name,
         "protocol_settings": protocol.as_dict(),
-        "seed": plain["seed"],
         "warmup": plain.get("warmup", 1),
         "weights": None
         if weights is None
         else {"id": weights.id, "real": weights.real, "label": weights.label, "detail": weights.detail},
-        "memory_kind": "cuda_allocator_peak" if device.type == "cuda" else "process_peak_rss",
+        # the peak of one call above what was held before it (srbench bench's measure); see MemoryProbe
+        "memory_kind": memory_kind(device, speed_settings(plain)["keep_freed_memory"]),
+        "parallel_workers": parallel_workers() if device.type == "cpu" else 1,
         "speed": speed_settings(plain),
         "environment": environment(device, dtype),
         "finished_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -1,13 +1,18 @@
-"""Latency per image and per named stage: CUDA events on GPU, perf_counter on CPU (DESIGN.md, Latency)."""
+"""Latency per image and per named stage: CUDA events on GPU, perf_counter on CPU (DESIGN.md, Latency);
+memory per call (:class:`MemoryProbe`), the same for runs and ``srbench bench``."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
+
+from srbench.allocator import malloc_trim
 
 
 class StageTimer:
@@ -55,13 +60,56 @@ class StageTimer:
                 out[name] = out.get(name, 0.0) + start.elapsed_time(end) / 1000.0
         return out
 
-    def peak_memory_mb(self) -> float | None:
-        """Peak allocator memory since :meth:`reset` (CUDA), else the process's peak RSS."""
-        if self.cuda:
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
-            import resource
 
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-        except ImportError:  # pragma: no cover - non-Unix
-            return None
+def _proc_status_mb(field_name: str) -> float | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{field_name}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(m.group(1)) / 1024 if m else None
+
+
+class MemoryProbe:
+    """Peak memory of one call above the memory held before it (CUDA allocator or process RSS).
+
+    On CUDA: ``max_memory_allocated`` after ``reset_peak_memory_stats``, minus ``memory_allocated`` before.
+    On CPU (Linux): glibc's ``malloc_trim`` first returns freed heap pages (``trim``; off when the run keeps
+    freed memory on purpose, ``speed.keep_freed_memory``), ``/proc/self/clear_refs`` resets the peak, then
+    the peak resident set (VmHWM) minus the resident set before (VmRSS).  The whole-process figure held the
+    interpreter, torch and the weights: bicubic showed 1 GB."""
+
+    def __init__(self, device: torch.device | str, *, trim: bool = True) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.trim = trim
+        self.kind = "cuda_max_allocated" if self.cuda else "rss_peak"
+        self._before = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            if self.trim:
+                malloc_trim()  # give freed heap pages back, so RSS is what is really held
+            with contextlib.suppress(OSError):  # Linux: reset VmHWM to the current RSS
+                Path("/proc/self/clear_refs").write_text("5")
+            self._before = _proc_status_mb("VmRSS") or 0.0
+
+    def stop(self) -> tuple[float | None, float]:
+        """(peak above the start, memory held at the start), MiB."""
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self._before, self._before
+        peak = _proc_status_mb("VmHWM")
+        return (None if peak is None else max(peak - self._before, 0.0)), self._before
+
+
+def memory_kind(device: torch.device, keep_freed_memory: bool = False) -> str:
+    """What a run's ``peak_mem_mb`` is (recorded in its summary)."""
+    if device.type == "cuda":
+        return "cuda_allocator_peak_above_held"
+    # with freed memory kept by glibc, a call can reuse pages already resident: its increase is a lower bound
+    return "process_rss_peak_above_held" + ("_untrimmed" if keep_freed_memory else "")

@@ -57,7 +57,8 @@ class WandbLogger:
         if self._images < self.max_images:
             from srbench.data.images import to_uint8
 
-            data["sr"] = self._wandb.Image(to_uint8(sr), caption=f"{row['id']} SR")
+            sr_u8 = to_uint8(sr) if sr.is_floating_point() else sr.permute(1, 2, 0).cpu().numpy()
+            data["sr"] = self._wandb.Image(sr_u8, caption=f"{row['id']} SR")
             data["lr"] = self._wandb.Image(to_uint8(lr), caption=f"{row['id']} LR")
             self._images += 1
         self._run.log(data)

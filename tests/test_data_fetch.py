@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import stat
 import tarfile
 import threading
@@ -38,6 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: Any
 
     def do_GET(self) -> None:
+        self.protocol_version = "HTTP/1.1" if self.server.chunked else "HTTP/1.0"
         rng = self.headers.get("Range")
         self.server.requests.append((self.path, rng))
         item = self.server.files.get(self.path)
@@ -60,6 +62,23 @@ class _Handler(BaseHTTPRequestHandler):
             part = body
             self.send_response(200)
         self.send_header("Content-Type", ctype)
+        if self.server.chunked:  # HTTP/1.1 chunked body: a cut-off shows as a missing final chunk
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            cut = part[: self.server.drop_after] if self.server.drop_after is not None else part
+            self.wfile.write(f"{len(cut):x}\r\n".encode() + cut + b"\r\n")
+            if self.server.drop_after is None:
+                self.wfile.write(b"0\r\n\r\n")
+            self.server.drop_after = None
+            self.close_connection = True
+            return
+        if self.server.no_length:  # close-delimited body: the end of the connection is the end of the file
+            self.end_headers()
+            cut = part[: self.server.drop_after] if self.server.drop_after is not None else part
+            self.server.drop_after = None
+            self.wfile.write(cut)
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(part)))
         self.end_headers()
         if self.server.drop_after is not None:  # a dropped connection: part of the promised bytes
@@ -78,6 +97,7 @@ class Server:
         self.httpd: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.files, self.httpd.requests = {}, []
         self.httpd.ignore_range, self.httpd.bytes_sent, self.httpd.drop_after = False, 0, None
+        self.httpd.no_length = self.httpd.chunked = False
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def add(self, path: str, body: bytes, ctype: str = "application/octet-stream") -> str:
@@ -472,3 +492,229 @@ def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "f"
     p.write_bytes(b"hello")
     assert sha256_file(p) == _sha(b"hello")
+
+
+# ------------------------------------------------------------------ hostile archives, names and downloads
+
+
+def _tar_entries(entries: list[tuple[str, bytes, int | None]]) -> bytes:
+    """A tar with the same entries as :func:`_zip`: (name, data, mode); S_IFLNK mode = symlink to data."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            if mode is not None and stat.S_ISLNK(mode):
+                info.type, info.linkname = tarfile.SYMTYPE, data.decode()
+                tf.addfile(info)
+            else:
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+_LINK = stat.S_IFLNK | 0o777
+# `a -> .`, then `a/a/a/esc -> ../../../X` (lexically inside: three folders down, three up), then a file `esc`
+_CHAIN = [("a", b".", _LINK), ("a/a/a/esc", b"../../../X", _LINK), ("esc", b"pwned", None)]
+# `l -> s/..` is inside while `s` does not exist; `s -> .` (inside too) then makes `l` lead to the parent
+_LATE = [("l", b"s/..", _LINK), ("s", b".", _LINK), ("ok.png", b"1", None)]
+# `f -> s/../X` is inside while `s` does not exist; `s -> .` makes it lead to ../X; then a file `f`
+_ONTO = [("f", b"s/../X", _LINK), ("s", b".", _LINK), ("f", b"pwned", None)]
+# `esc -> a/../X` with `a -> .`: inside by the letters, outside on disk
+_VIA = [("a", b".", _LINK), ("esc", b"a/../X", _LINK)]
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize(
+    "entries,match",
+    [
+        (_CHAIN, r"'a/a/a/esc'.*written through 'a', which is a link"),
+        (_LATE, r"'l'.*leads outside the target after extraction"),
+        (_ONTO, r"'f'.*written onto a link"),
+        (_VIA, r"'esc'.*points outside the target"),
+    ],
+)
+def test_symlink_chains_cannot_write_or_lead_outside(
+    tmp_path: Path, fmt: str, entries: list[tuple[str, bytes, int | None]], match: str
+) -> None:
+    """Links that pass a lexical check but lead outside on disk: refused at write time, nothing left."""
+    box = tmp_path / "box"
+    archive = box / f"bad.{fmt}"
+    box.mkdir()
+    archive.write_bytes(_zip(entries) if fmt == "zip" else _tar_entries(entries))
+    target = box / "data" / "target"
+    with pytest.raises(UnsafeArchiveError, match=match):
+        safe_extract(archive, target)
+    assert not target.exists() and not list((box / "data").iterdir())  # the private folder is gone too
+    assert not (box / "X").exists() and not (box / "data" / "X").exists() and not (tmp_path / "X").exists()
+
+
+def test_zip_symlink_chain_through_fetch_reports_nothing_installed(server: Server, tmp_path: Path) -> None:
+    body = _zip([(f"wrapper/SetX/{n}", d, m) for n, d, m in _CHAIN])
+    _write_manifest(tmp_path, _archive_variant(server.add("/toy.zip", body), None, filename="toy.zip"))
+    with pytest.raises(UnsafeArchiveError):
+        fetch_dataset("toyset", progress=False)
+    data = tmp_path / "data"
+    assert not (data / "toyset" / "main").exists() and not (data / "X").exists()
+    assert not (tmp_path / "X").exists() and not list(tmp_path.rglob("X"))
+
+
+def test_a_zip_bomb_is_refused_by_the_default_limits_naming_the_member(tmp_path: Path, monkeypatch) -> None:
+    """The issue's case: ~200 KB of deflated zeros that would expand to 200 MiB (ratio ~1000), refused from
+    its declared sizes before a byte is written."""
+    from srbench.data import fetch as fetch_mod
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.writestr("readme.txt", b"hello")
+        with zf.open("zeros.bin", "w") as f:
+            block = bytes(1 << 20)
+            for _ in range(200):
+                f.write(block)
+    assert archive.stat().st_size < 250_000
+
+    def no_write(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a bomb must be refused before anything is written")
+
+    monkeypatch.setattr(fetch_mod._NoFollowWriter, "write", no_write)
+    with pytest.raises(UnsafeArchiveError, match=r"'zeros.bin'.*more than 100 times.*archive bomb"):
+        safe_extract(archive, tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_extract_limits_are_configurable_total_ratio_and_members(tmp_path: Path) -> None:
+    from srbench.data.fetch import ExtractLimits
+
+    files = {f"set/{i}.bin": bytes(64 * 1024) for i in range(8)}  # 512 KiB of zeros, gz-compressed
+    archive = tmp_path / "z.tar.gz"
+    archive.write_bytes(_tar(files))
+    small = ExtractLimits(max_bytes=300 * 1024)
+    with pytest.raises(UnsafeArchiveError, match=r"'set/4.bin' takes the expanded size past 307200 bytes"):
+        safe_extract(archive, tmp_path / "a", limits=small)
+    ratio = ExtractLimits(max_ratio=20, ratio_floor=100 * 1024)
+    with pytest.raises(UnsafeArchiveError, match=r"more than 20 times"):
+        safe_extract(archive, tmp_path / "b", limits=ratio)
+    with pytest.raises(UnsafeArchiveError, match=r"more than 5 members"):
+        safe_extract(archive, tmp_path / "c", limits=ExtractLimits(max_members=5))
+    assert len(safe_extract(archive, tmp_path / "d")) == 8  # the defaults let it through
+    assert not any((tmp_path / x).exists() for x in "abc")
+
+
+def test_writes_count_real_bytes_not_the_declared_ones(tmp_path: Path, monkeypatch) -> None:
+    """Declared sizes are checked before writing; the bytes actually written are counted as well."""
+    from srbench.data import fetch as fetch_mod
+
+    archive = tmp_path / "z.zip"
+    archive.write_bytes(_zip([("a.bin", bytes(300_000), None)]))
+    monkeypatch.setattr(fetch_mod, "_check_declared", lambda *a, **k: None)  # a header that lies
+    with pytest.raises(UnsafeArchiveError, match=r"'a.bin' takes the expanded size past 100000 bytes"):
+        safe_extract(archive, tmp_path / "t", limits=fetch_mod.ExtractLimits(max_bytes=100_000))
+
+
+def test_extracted_and_downloaded_files_follow_the_umask(server: Server, tmp_path: Path) -> None:
+    archive = tmp_path / "ok.zip"
+    info = zipfile.ZipInfo("d/f.png")
+    info.external_attr = (stat.S_IFREG | 0o600) << 16  # the archive asks for 0600: the umask decides
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(info, b"1")
+    archive.write_bytes(buf.getvalue())
+    old = os.umask(0o022)
+    try:
+        safe_extract(archive, tmp_path / "t")
+        download(server.add("/f.bin", b"abc"), tmp_path / "dl" / "f.bin", progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "t" / "d" / "f.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "t" / "d").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "dl" / "f.bin").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    "variants,match",
+    [
+        ({"../../victim": None}, r"variant name '../../victim' cannot be a folder name"),
+        ({"main": "../victim"}, r"dataset_name '../victim' cannot be a folder name"),
+        ({".hidden": None}, r"starts with '.'"),
+    ],
+)
+def test_a_manifest_name_that_is_a_path_is_refused_and_nothing_outside_is_touched(
+    tmp_path: Path, variants: dict[str, str | None], match: str
+) -> None:
+    """A variant named ``../../victim`` once made fetch delete and replace a folder outside the data root."""
+    from srbench.data.manifest import ManifestError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    d = tmp_path / "manifests"
+    d.mkdir()
+    body = _tar(_pairs(3))
+    variant = _archive_variant("http://127.0.0.1:9/toy.tar.gz", _sha(body))
+    m = {"name": "toyset", "scale": 4, "variants": {}}
+    for key, dataset_name in variants.items():
+        m["variants"][key] = variant | ({"dataset_name": dataset_name} if dataset_name else {})
+    m["default_variant"] = next(iter(variants))
+    (d / "toyset.yaml").write_text(yaml.safe_dump(m))
+    archive = tmp_path / "toy.tar.gz"
+    archive.write_bytes(body)
+    with pytest.raises((FetchError, ManifestError), match=match):
+        fetch_dataset("toyset", from_path=archive, progress=False)
+    assert (victim / "precious.txt").read_text() == "keep me"
+
+
+def test_variant_root_refuses_names_that_are_paths() -> None:
+    from srbench.data.manifest import variant_root
+    from srbench.names import UnsafeName
+
+    for name, variant in (("..", "x"), ("a", "../b"), ("a/b", "c"), ("a", "")):
+        with pytest.raises(UnsafeName, match="cannot be used as a file or folder name"):
+            variant_root(name, variant)
+
+
+def test_a_cut_off_download_without_length_or_checksum_is_not_reused(server: Server, tmp_path: Path) -> None:
+    """No Content-Length, no checksum, connection closed early: the truncated archive fails to extract, is
+    deleted, and the next fetch downloads it again; --force also downloads again."""
+    body = _tar(_pairs(3))
+    url = server.add("/toy.tar.gz", body)
+    _write_manifest(tmp_path, _archive_variant(url, None))
+    server.httpd.no_length, server.httpd.drop_after = True, len(body) // 2
+    cached = tmp_path / "data" / "_downloads" / "toyset" / "toy.tar.gz"
+    with pytest.raises(FetchError, match=r"download may have been cut off: it was deleted; rerun"):
+        fetch_dataset("toyset", progress=False)
+    assert not cached.exists() and not (tmp_path / "data" / "toyset" / "main").exists()
+    res = fetch_dataset("toyset", progress=False)  # the server now sends everything
+    assert res.installed and res.report.ok and cached.read_bytes() == body
+    n = len(server.requests)
+    res = fetch_dataset("toyset", progress=False, force=True)
+    assert res.installed and len(server.requests) == n + 1  # --force did not reuse the cached file
+
+
+def test_a_cut_off_chunked_download_stays_part(server: Server, tmp_path: Path) -> None:
+    body = bytes(np.random.default_rng(3).integers(0, 256, size=50_000, dtype=np.uint8))
+    url = server.add("/big.bin", body)
+    server.httpd.chunked, server.httpd.drop_after = True, 20_000
+    dest = tmp_path / "big.bin"
+    with pytest.raises(FetchError, match=r"connection lost after 20000 bytes.*kept"):
+        download(url, dest, progress=False)
+    assert not dest.exists() and dest.with_name("big.bin.part").stat().st_size == 20_000
+    server.httpd.chunked = False
+    download(url, dest, progress=False)
+    assert dest.read_bytes() == body
+
+
+def test_download_refuses_other_url_schemes(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    with pytest.raises(FetchError, match="only http and https"):
+        download(secret.as_uri(), tmp_path / "copy.txt", progress=False)
+    assert not (tmp_path / "copy.txt").exists()
+
+
+def test_cli_limits_reach_the_extraction(server: Server, tmp_path: Path, capsys) -> None:
+    body = _tar(_pairs(3))
+    _write_manifest(tmp_path, _archive_variant(server.add("/toy.tar.gz", body), _sha(body)))
+    assert data_cli(["fetch", "toyset", "--no-progress", "--max-members", "2"]) == 1
+    assert "more than 2 members" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "toyset" / "main").exists()
+    assert data_cli(["fetch", "toyset", "--no-progress"]) == 0  # the defaults let the real set through

@@ -201,7 +201,7 @@ def test_method_errors(tiny: dict[str, Path], tmp_path: Path) -> None:
         create_method("dmsr", checkpoint=str(tmp_path / "missing")).load("cpu")
     with pytest.raises(SRBenchError, match="tile_size"):
         create_method("dmsr", checkpoint="x", tile_size=20)
-    with pytest.raises(SRBenchError, match="unknown options"):
+    with pytest.raises(SRBenchError, match="unknown option colour"):
         create_method("dmsr", checkpoint="x", colour="yes")
     # an encoder trained for another VAE geometry is refused with a clear message
     from srbench.testing.tiny_sd import save_tiny_sd

@@ -321,10 +321,13 @@ def test_bad_options_and_missing_weights(tmp_path: Path, tiny: TinyDoSSR) -> Non
     with pytest.raises(SRBenchError, match="color_fix"):
         create_method("dossr", color_fix="bogus")
     m = create_method("dossr", model=str(tiny.sd_folder), ckpt=str(tmp_path / "none.ckpt"))
-    with pytest.raises(WeightsMissing, match="does not exist"):
+    with pytest.raises(WeightsMissing, match=r"method\.ckpt=.*none\.ckpt: no such file"):
         m.load("cpu")
     m = create_method("dossr", model=str(tiny.sd_folder))
-    with pytest.raises(WeightsMissing, match="Google Drive"):
+    # the key a user types on the command line, and where the download link is
+    with pytest.raises(
+        WeightsMissing, match=r"Google Drive.*srbench weights where dossr.*method\.ckpt=<path>"
+    ):
         m.load("cpu")
     m = create_method("dossr", ckpt=str(tiny.ckpt))  # SD 2.1-base by HF id: not in the (empty) HF cache
     with pytest.raises(WeightsMissing, match="srbench weights fetch dossr"):

@@ -31,8 +31,12 @@ def test_experiment_is_consistent(name: str) -> None:
     method_cls = get_method_class(cfg.method.name)
     sweep = dict(cfg.hydra.sweeper.params or {})
     steps = [int(s) for s in str(sweep.get("steps", cfg.steps)).split(",")]
-    probe = method_cls(
-        **{k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "name"}
+    probe = method_cls(  # every key of the method's config is a constructor option (tiny: the registry's)
+        **{
+            k: v
+            for k, v in OmegaConf.to_container(cfg.method, resolve=True).items()
+            if k not in ("name", "tiny")
+        }
     )
     for s in steps:
         probe.check_steps(s)  # raises UnsupportedSteps

@@ -113,13 +113,23 @@ def test_niqe_offline_from_basicsr_params_on_a_real_photo(suite) -> None:
     assert abs(value - float(reference)) < 0.1
 
 
-def test_missing_weights_skip_error_then_random_backbone_stand_in(
-    pair, caplog, tmp_path, monkeypatch
-) -> None:
+def _hostile_pickle(path: Path, marker: Path) -> None:
+    """A weights file that runs code when unpickled without restrictions: it creates ``marker``."""
+    import os
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"features.0.weight": torch.zeros(1), "x": Payload()}, path)
+
+
+def test_missing_hostile_and_random_backbone_lpips(pair, caplog, tmp_path, monkeypatch) -> None:
     """lpips with an empty TORCH_HOME is skipped with a message naming the file, its full path and URL;
-    on_missing="error" raises.  Then a RANDOM-BACKBONE stand-in (randomly initialised torchvision AlexNet
-    saved where torchvision looks) lets it build: plumbing only, its values are not LPIPS."""
-    import torchvision
+    on_missing="error" raises.  A file at that path whose SHA256 is not the published one (here a pickle
+    that would run code) is never handed to torchvision: skipped, naming the file, its hash and the expected
+    one.  ``random_backbones=True`` builds LPIPS on a RANDOM AlexNet made in memory: plumbing only."""
     from pyiqa.utils import download_util
 
     # caches of this test only: torch.hub reads TORCH_HOME per call; pyiqa fixed its dir at import
@@ -142,14 +152,23 @@ def test_missing_weights_skip_error_then_random_backbone_stand_in(
     with pytest.raises(WeightsMissing, match=r"alexnet-owt-7be5be79\.pth"):
         MetricSuite(["lpips"], on_missing="error")
 
-    alex.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), alex)  # random weights, the real file's layout
-    built = MetricSuite(["lpips"])
-    assert built.available == ["lpips"] and not built.skipped
+    marker = tmp_path / "PWNED"
+    _hostile_pickle(alex, marker)
+    digest = metric_files.sha256_of(alex)
+    hostile = MetricSuite(["lpips", "psnr"])
+    assert hostile.available == ["psnr"] and not marker.exists()
+    why = hostile.skipped["lpips"]
+    assert str(alex) in why and digest in why and "starts with 7be5be79" in why and "does not load" in why
+    with pytest.raises(WeightsMissing, match=rf"{digest}.*7be5be79"):
+        MetricSuite(["lpips"], on_missing="error")
+    assert not marker.exists()
+
+    built = MetricSuite(["lpips"], random_backbones=True)  # the hostile file is not even opened
+    assert built.available == ["lpips"] and not built.skipped and not marker.exists()
     lin = built.options["lpips"]["pretrained_model_path"]  # taken from the lpips package (hash checked)
     assert lin.endswith("weights/v0.1/alex.pth") and lin in built.notes["lpips"]
-    assert built.weights_verified["lpips"] is False  # the stand-in fails the hash in its name
+    assert "RANDOM torchvision AlexNet_Weights" in built.notes["lpips"]
+    assert built.weights_verified["lpips"] is False  # a random stand-in: not the published metric
     d = built.score(sr, hr)["lpips"]
     assert np.isfinite(d) and d > 0.0
     assert built.score(hr, hr)["lpips"] == pytest.approx(0.0, abs=1e-6)
@@ -157,10 +176,63 @@ def test_missing_weights_skip_error_then_random_backbone_stand_in(
     # the same linear layers under pyiqa's own file name: found in pyiqa's cache, same value
     pyiqa_lin.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(lin, pyiqa_lin)
-    again = MetricSuite(["lpips"])
+    torch.manual_seed(0)
+    again = MetricSuite(["lpips"], random_backbones=True)
+    torch.manual_seed(0)
+    same_seed = MetricSuite(["lpips"], random_backbones=True)
     assert "pretrained_model_path" not in again.options["lpips"]
     assert str(pyiqa_lin) in again.notes["lpips"]
-    assert again.score(sr, hr)["lpips"] == pytest.approx(d, abs=1e-6)
+    assert again.score(sr, hr)["lpips"] == pytest.approx(same_seed.score(sr, hr)["lpips"], abs=1e-6)
+
+
+def test_unhashed_files_get_a_weights_only_load_first(tmp_path, monkeypatch) -> None:
+    """BRISQUE's SVM file has no hash in its name and pyiqa unpickles it with weights_only=False: srbench
+    loads it weights-only first; a pickle that names code is refused, a tensors-only one goes to pyiqa."""
+    from pyiqa.utils import download_util
+
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(tmp_path / "pyiqa"))
+    (svm,) = metric_files.required_files("brisque")
+    assert svm.hash_prefix is None and svm.unpickled and svm.path == tmp_path / "pyiqa" / svm.filename
+    marker = tmp_path / "PWNED"
+    _hostile_pickle(svm.path, marker)
+    suite = MetricSuite(["brisque"])
+    why = suite.skipped["brisque"]
+    assert str(svm.path) in why and "holds more than tensors" in why and "'posix.system'" in why
+    assert "weights_only=False" not in why and not marker.exists()
+    with pytest.raises(WeightsMissing, match="holds more than tensors"):
+        MetricSuite(["brisque"], on_missing="error")
+    assert not marker.exists()
+
+    torch.save((torch.rand(10, 1), torch.rand(10, 36)), svm.path)  # the layout pyiqa reads: (sv_coef, sv)
+    ok = MetricSuite(["brisque"])
+    assert ok.available == ["brisque"] and ok.weights_verified["brisque"] is None  # no published hash
+
+    # LIQE's text-feature cache is unpickled by pyiqa when present: it is checked the same way
+    cache = [f for f in metric_files.required_files("liqe") if f.optional]
+    assert [f.filename for f in cache] == ["liqe_text_feat.pt"] and cache[0].unpickled
+    _hostile_pickle(cache[0].path, marker)
+    assert "holds more than tensors" in (cache[0].refusal(cache[0].path) or "") and not marker.exists()
+
+
+def test_allow_download_uses_srbench_downloader_and_checks_the_file(tmp_path, monkeypatch) -> None:
+    """With allow_download, srbench fetches the missing file itself (never pyiqa/torchvision) and the
+    downloaded file passes the same checks before any loader sees it."""
+    from srbench.data import fetch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "PWNED"
+    calls = []
+
+    def fake_download(url, dest, **kw):
+        calls.append(url)
+        _hostile_pickle(Path(dest), marker)  # what a compromised mirror could serve
+        return ""
+
+    monkeypatch.setattr(fetch, "download", fake_download)
+    suite = MetricSuite(["lpips"], allow_download=True)
+    assert calls == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
+    assert "lpips" in suite.skipped and "is not the published" in suite.skipped["lpips"]
+    assert not marker.exists()
 
 
 def test_fr_only_with_hr_nr_always_and_shape_mismatch_crop(suite, monkeypatch) -> None:
@@ -205,6 +277,8 @@ def test_specs_agree_with_pyiqa_and_every_weight_file_resolves() -> None:
         assert spec.kind == cfg["metric_mode"].lower(), name
         assert lower_better(name) == spec.lower_better
         for f in metric_files.required_files(name):  # names and URLs come from pyiqa/torchvision/timm
+            if f.optional:  # a cache pyiqa writes itself (LIQE's text features): no URL
+                continue
             assert f.url.startswith("https://") and f.url.endswith(f.filename), (name, f)
             # the test session's caches are empty; only the lpips package's copies of pyiqa's files count
             found = f.locate()

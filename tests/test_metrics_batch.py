@@ -1,14 +1,13 @@
 """MetricSuite.score_batch: one metric call per batch, the same numbers as per-image score().
 
 Real photos (the demo set's), SR = a noisy, brightened copy.  LPIPS runs on a RANDOM-BACKBONE stand-in
-(randomly initialised AlexNet where torchvision looks, in a directory of this module only): its values are
-not LPIPS, but batching goes through exactly the published network's code.
+(``random_backbones=True``: a randomly initialised AlexNet made in memory): its values are not LPIPS, but
+batching goes through exactly the published network's code.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,18 +38,10 @@ def images() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def suite(tmp_path_factory) -> MetricSuite:
+def suite() -> MetricSuite:
     """psnr, ssim (Y of YCbCr), lpips (random AlexNet stand-in) and niqe (basicsr's pristine model)."""
-    import torchvision
-
-    home = tmp_path_factory.mktemp("torch-home")
-    alex = Path(home) / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    alex.parent.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(torchvision.models.alexnet().state_dict(), alex)
-    with pytest.MonkeyPatch.context() as mp:  # only while building: other tests keep the empty caches
-        mp.setenv("TORCH_HOME", str(home))
-        s = MetricSuite(["psnr", "ssim", "lpips", "niqe"])
+    s = MetricSuite(["psnr", "ssim", "lpips", "niqe"], random_backbones=True)
     assert s.available == ["psnr", "ssim", "lpips", "niqe"], s.skipped
     return s
 
@@ -163,8 +154,8 @@ def test_shape_and_argument_errors(suite) -> None:
         suite.score_batch(x, x[:, :1])
     with pytest.raises(ValueError, match=r"batch sizes differ: sr \(2, 3, 8, 8\), hr \(1, 3, 8, 8\)"):
         suite.score_batch(x, x[:1])
-    with pytest.raises(ValueError, match="float tensor"):
-        suite.score_batch((x * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match="float tensor in \\[0,1\\] or uint8"):
+        suite.score_batch((x * 255).to(torch.int16))
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="chunk must be a positive int"):
             suite.score_batch(x, chunk=bad)

@@ -150,7 +150,12 @@ def test_runs_record_their_protocol_and_the_leaderboard_keeps_protocols_apart(tm
     df, lower = collect([tmp_path / "runs"])
     md = to_markdown(df, lower)
     assert "## toy — protocol `invsr_paper`" in md and "## toy — protocol `rgb`" in md
-    assert sorted(df["protocol"]) == ["invsr_paper", "rgb"]
+    assert sorted(df[df["status"] == "done"]["protocol"]) == ["invsr_paper", "rgb"]
+    # the cell whose every image failed is listed with its status, never dropped
+    assert df[df["status"] == "failed"]["protocol"].tolist() == ["full"]
+    assert "## Cells not ranked" in md
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| toy | full | bicubic")]
+    assert "| 1 | failed | every image failed (3); first: " in line
 
 
 @pytest.mark.parametrize(

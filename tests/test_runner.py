@@ -155,8 +155,10 @@ def test_a_different_cell_in_the_same_dir_is_refused(tmp_path: Path) -> None:
     run_cell(_cfg(data), tmp_path / "run")
     with pytest.raises(SRBenchError, match=r"different cell.*seed"):
         run_cell(_cfg(data, seed=1), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "done"  # untouched
     out = run_cell(_cfg(data, seed=1, overwrite=True), tmp_path / "run")
-    assert out.status == "done" and json.loads((tmp_path / "run" / "cell.json").read_text())["seed"] == 1
+    cell = json.loads((tmp_path / "run" / "cell.json").read_text())
+    assert out.status == "done" and cell["outputs"]["seed"] == 1
 
 
 def test_protocol_centre_crop_and_lr_only(tmp_path: Path) -> None:
@@ -197,7 +199,8 @@ def test_lr_tile_and_speed_settings_reach_the_method_and_the_summary(
     assert s["speed"] == speed
     assert calls == [1]  # the allocator setting was applied before scoring
     cell = json.loads((tmp_path / "run" / "cell.json").read_text())
-    assert cell["method"]["lr_tile"] == 4 and cell["method"]["lr_tile_overlap"] == 2  # part of the identity
+    method = cell["outputs"]["method"]
+    assert method["lr_tile"] == 4 and method["lr_tile_overlap"] == 2  # part of the identity
     # the same cell without tiling is a different cell: refused rather than mixed
     with pytest.raises(Exception, match="different"):
         run_cell(_cfg(data, method="bicubic"), tmp_path / "run")

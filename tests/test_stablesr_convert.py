@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from methods.stablesr.testing import (
     tiny_vae,
 )
 from srbench.diffusion.checkpoints import load_lightning_checkpoint
+from srbench.safe_load import WeightsFileRefused
 from srbench.testing.lightning import write_lightning_checkpoint
 
 
@@ -151,9 +151,10 @@ def test_loader_refuses_code_in_pickles(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("SRBENCH_EVIL_MARKER", str(marker))
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.exec"):
+    expected = r"evil\.ckpt: refusing to load global 'builtins\.exec'"
+    with pytest.raises(WeightsFileRefused, match=expected) as e:
         load_lightning_checkpoint(path)
-    assert not marker.exists()
+    assert not marker.exists() and "weights_only" not in str(e.value)
 
 
 def test_loader_errors_are_clear(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors.torch import save_file
 
 from methods.dmsr.encoder import TimestepAwareEncoder
 from methods.dmsr.estimator import NUM_BINS, TimestepEstimator
+from srbench.atomic import file_mode, temp_file_beside
 from srbench.interface import SRBenchError, WeightsMissing
 
 FORMAT = "srbench-dmsr"
@@ -83,14 +83,12 @@ class DMSRCheckpoint:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """``write(tmp)`` to a fresh file beside ``path``, then rename it over ``path``, with the mode ``open()``
-    gives a new file (0666 minus the umask): ``tempfile.mkstemp`` and safetensors' ``save_file`` make 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    fd, tmp = temp_file_beside(path)
+    os.close(fd)
     try:
-        mode = tmp.stat().st_mode & 0o777  # what the umask leaves of 0666
         write(tmp)
-        os.chmod(tmp, mode)
+        # whatever mode the writer left (safetensors recreates the file 0600), others may read a checkpoint
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

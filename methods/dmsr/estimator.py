@@ -32,6 +32,7 @@ from torchvision.models.vgg import cfgs as _VGG_CFGS
 from torchvision.models.vgg import make_layers
 
 from srbench.interface import WeightsMissing
+from srbench.safe_load import load_tensors
 
 NUM_BINS = 500  # paper App. A.1: F ∈ ℝ^500, t̂ ∈ [0, 499]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,8 +108,11 @@ class TimestepEstimator(nn.Module):
                     f"ImageNet VGG19 weights not found at {path}; download {url} there "
                     "(or allow the download) to initialise DM-SR's timestep estimator"
                 )
-            torch.hub.load_state_dict_from_url(url, progress=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            # torchvision's file: the sha256 prefix in its name is checked, nothing is unpickled here
+            prefix = path.stem.rsplit("-", 1)[-1]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+        state = load_tensors(path)
         feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         self.features.load_state_dict(feats, strict=True)
         return path

@@ -29,6 +29,7 @@ from torchvision.models.vgg import make_layers
 
 from methods.dmsr.weights import LATENT_LPIPS_FILE, LATENT_LPIPS_REPO
 from srbench.interface import SRBenchError, WeightsMissing
+from srbench.safe_load import load_tensors
 
 # InvSR's vgg16_latent: VGG16 ``features`` split into 5 slices, the max-pools at indices 4, 9 and 16 dropped
 _SLICES: tuple[tuple[int, ...], ...] = (
@@ -110,7 +111,7 @@ class LatentLPIPS(nn.Module):
                 f"latent LPIPS weights not found at {p}; download {LATENT_LPIPS_FILE} from the Hugging Face "
                 f"repo {LATENT_LPIPS_REPO} (InvSR's training file) and point train.latent_lpips at it"
             )
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = load_tensors(p)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         clean = {}

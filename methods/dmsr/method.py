@@ -72,8 +72,6 @@ class DMSR(SRMethod):
             blend_dtype=blend_dtype,
             **options,
         )
-        if options:
-            raise SRBenchError(f"dmsr: unknown options {sorted(options)}")
         if int(tile_size) < 16 or int(tile_size) % 16:
             raise SRBenchError(f"dmsr: tile_size must be a positive multiple of 16 LR px, got {tile_size}")
         tile_stride = int(tile_size) // 2 if tile_stride is None else int(tile_stride)

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from srbench.safe_load import load_tensors
+
 log = logging.getLogger("srbench.dmsr.train")
 
 STAGES = ("estimator", "encoder")
@@ -655,7 +657,7 @@ class DMSRTrainer:
         if bool(self.cfg.resume) and state_file.is_file():
             from methods.dmsr.checkpoint import load_checkpoint
 
-            saved = torch.load(state_file, map_location=self.device, weights_only=True)
+            saved = load_tensors(state_file, map_location=self.device)
             ck = load_checkpoint(self.checkpoint_dir(), device=self.device)
             self.estimator.load_state_dict(ck.estimator.state_dict())
             self.encoder.load_state_dict(ck.encoder.state_dict())

@@ -133,14 +133,14 @@ class DoSSR(SRMethod):
         if self.ckpt is not None:
             path = Path(str(self.ckpt)).expanduser()
             if not path.is_file():
-                raise WeightsMissing(f"dossr: checkpoint '{self.ckpt}' does not exist")
+                raise WeightsMissing(f"dossr: method.ckpt={self.ckpt}: no such file")
             return path
         path = default_ckpt_path(self.variant)
         if not path.is_file():
             raise WeightsMissing(
                 f"dossr: the official checkpoint {CKPT_FILES[self.variant]} is not at {path}. It is "
                 f"published only on Google Drive ({DRIVE_FOLDER}); download it there by hand and copy it "
-                "to that path (or pass ckpt=<path>)."
+                "to that path (`srbench weights where dossr`), or pass method.ckpt=<path>."
             )
         return path
 

@@ -33,6 +33,7 @@ from typing import Literal
 import torch
 
 from methods.dossr.schedule import DoSSchedule
+from srbench.progress import sampler_steps
 
 Parameterization = Literal["code", "paper"]
 ORDERS = (1, 2, 3)
@@ -196,7 +197,7 @@ class DoSSDESolver:
         every update, including the last (the official sampler decodes the noisy x at t = 0)."""
         self.reset()
         x = x_start
-        for i in range(self.schedule.steps):
+        for i in sampler_steps(range(self.schedule.steps), self.schedule.steps, "dossr"):
             x0 = model_x0(x, i)
             x = self.step(x, x0, x_hat0, randn_like(x, generator))
         return x

@@ -1,8 +1,9 @@
 """DoSSR's weights: the SD 2.1-base configs/tokenizer (manifest) and the official checkpoint (manual).
 
 The official checkpoints are published only in a Google Drive folder (repo README), which neither
-huggingface_hub nor a plain URL download can fetch, so they are not manifest entries: put the file at
-:func:`default_ckpt_path` (``<srbench cache>/weights/dossr/<file>``) or pass ``ckpt=<path>``.
+huggingface_hub nor a plain URL download can fetch: they are ``manual`` manifest entries (``srbench weights
+where dossr`` gives the link), to be saved at :func:`default_ckpt_path` (``<srbench cache>/weights/dossr/
+<file>``), or passed as ``method.ckpt=<path>``.
 
 * ``dossr_default.ckpt``: multi-step model; its pre-restoration RRDBNet carries Real-ESRNet weights.
 * ``dossr_onestep.ckpt``: the README's one-step model (use with ``steps=1``); RRDBNet = Real-ESRGAN.
@@ -38,10 +39,21 @@ _SD_FILES = (
 MANIFEST = register_weights(
     WeightsManifest(
         "dossr",
-        files=tuple(WeightFile(name, repo_id=SD_REPO) for name in _SD_FILES),
+        files=(
+            *(WeightFile(name, repo_id=SD_REPO) for name in _SD_FILES),
+            WeightFile(CKPT_FILES["default"], url=DRIVE_FOLDER, subdir="dossr", manual=True),
+            WeightFile(
+                CKPT_FILES["onestep"],
+                url=DRIVE_FOLDER,
+                subdir="dossr",
+                manual=True,
+                required=False,
+                note="for method.variant=onestep",
+            ),
+        ),
         description=(
-            "DoSSR: SD 2.1-base configs + tokenizer; the DoSSR checkpoint itself is manual "
-            f"(Google Drive {DRIVE_FOLDER} -> <srbench cache>/weights/dossr/)"
+            "DoSSR: SD 2.1-base configs + tokenizer, and the DoSSR checkpoint (manual download from "
+            "Google Drive)"
         ),
         groups={"sd": _SD_FILES},
     )

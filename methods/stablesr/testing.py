@@ -7,6 +7,7 @@ through the same converter a user runs on ``stablesr_000117.ckpt`` / ``vqgan_cfw
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,15 @@ class TinyStableSR:
         }
 
 
-def save_tiny_stablesr(root: str | Path, seed: int = 0) -> TinyStableSR:
+def save_tiny_stablesr(
+    root: str | Path, seed: int = 0, *, distinct_cfw_encoder: bool = False
+) -> TinyStableSR:
     """Write a tiny SD-2-style diffusers folder and the two official-format StableSR checkpoints.
 
     The ``stablesr`` ckpt carries a UNet that differs from the SD folder's (as a fine-tuned or Turbo
-    UNet would), so loading it must overwrite the base UNet.  All files carry the random-weights marker.
+    UNet would), so loading it must overwrite the base UNet.  The CFW file's VAE encoder equals the main
+    checkpoint's first stage (as the CFW training froze it), unless ``distinct_cfw_encoder``.  All files
+    carry the random-weights marker.
     """
     from srbench.testing import mark_random_weights
     from srbench.testing.tiny_sd import save_tiny_sd
@@ -165,6 +170,9 @@ def save_tiny_stablesr(root: str | Path, seed: int = 0) -> TinyStableSR:
     ckpt = write_lightning_checkpoint(
         root / "stablesr_000117.ckpt", stablesr_state_dict(sft_unet, encoder, vae), global_step=117
     )
+    if distinct_cfw_encoder:
+        vae = copy.deepcopy(vae)
+        randomize_(vae.encoder, seed + 20)
     cfw = tiny_cfw(vae, seed=seed)
     vq = write_lightning_checkpoint(root / "vqgan_cfw_00011.ckpt", cfw_state_dict(cfw), 11)
     for path in (ckpt, vq):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from srbench.interface import SRBenchError, WeightsMissing
+from srbench.safe_load import load_tensors
 
 
 def build_rrdbnet(arch: Mapping[str, int]) -> nn.Module:
@@ -58,7 +59,7 @@ def load_rrdbnet_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise WeightsMissing(f"{what} file not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_tensors(path)
     if not isinstance(ckpt, dict):
         raise SRBenchError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     for key in ("params_ema", "params"):

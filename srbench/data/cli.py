@@ -37,8 +37,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from srbench.data.fetch import fetch_dataset
+    from srbench.data.fetch import ExtractLimits, fetch_dataset
 
+    limits = ExtractLimits(
+        max_bytes=int(args.max_expanded_gb * 2**30), max_ratio=args.max_ratio, max_members=args.max_members
+    )
     res = fetch_dataset(
         args.name,
         args.variant,
@@ -47,6 +50,7 @@ def _fetch(args: argparse.Namespace) -> int:
         force=args.force,
         progress=not args.no_progress,
         verify=not args.no_verify,
+        limits=limits,
     )
     print(
         f"{res.dataset}: {'installed' if res.installed else 'already installed'} at {res.root} "
@@ -108,6 +112,7 @@ def _where(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from srbench.data.degradations import PIPELINES
+    from srbench.data.fetch import ExtractLimits
     from srbench.data.prepare import PRESETS
 
     p = argparse.ArgumentParser(prog="srbench data", description="Test sets: list, fetch, verify, prepare.")
@@ -122,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true", help="fetch and install again even if installed")
     f.add_argument("--no-progress", action="store_true")
     f.add_argument("--no-verify", action="store_true", help="skip the check after installing")
+    lim = ExtractLimits()
+    f.add_argument(
+        "--max-expanded-gb",
+        type=float,
+        default=lim.max_bytes / 2**30,
+        help="refuse an archive that expands to more GiB than this (default %(default)g)",
+    )
+    f.add_argument(
+        "--max-ratio",
+        type=float,
+        default=lim.max_ratio,
+        help="refuse an archive expanding to more than this many times its size (default %(default)g)",
+    )
+    f.add_argument(
+        "--max-members", type=int, default=lim.max_members, help="refuse archives with more members"
+    )
 
     v = sub.add_parser("verify", help="check an installed dataset against its manifest")
     v.add_argument("name")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +52,38 @@ class SRDataset:
         return lr, hr
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _unusable(path: Path) -> str | None:
+    """Why a folder entry cannot be one of the dataset's images (None when it can)."""
+    if path.name.startswith("."):
+        return "hidden file"
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if path.is_symlink():
+            return "dangling symlink (its target does not exist)"
+        return f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder (sub-folders are not searched)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file (extension '{path.suffix}')" if path.suffix else "not an image file"
+    return None
+
+
+def _image_files(folder: Path, unused: list[dict[str, str]] | None = None) -> list[Path]:
+    """The image files of ``folder``; every other entry goes to ``unused`` with the reason."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = []
+    for p in sorted(folder.iterdir()):
+        reason = _unusable(p)
+        if reason is None:
+            files.append(p)
+        elif unused is not None:
+            unused.append({"path": str(p), "reason": reason})
     if not files:
         raise DatasetError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return files
@@ -62,6 +92,23 @@ def _image_files(folder: Path) -> list[Path]:
 def _key(path: Path, suffix: str) -> str:
     stem = path.stem
     return stem[: -len(suffix)] if suffix and stem.endswith(suffix) else stem
+
+
+def _by_id(files: list[Path], suffix: str, unused: list[dict[str, str]]) -> dict[str, Path]:
+    """Files by image id; of several files with one id (``a.png`` + ``a.jpg``) the first extension of
+    IMAGE_EXTENSIONS is used (lossless formats come first) and the others are listed as unused."""
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        groups.setdefault(_key(p, suffix), []).append(p)
+    out: dict[str, Path] = {}
+    for key, group in groups.items():
+        group.sort(key=lambda p: (IMAGE_EXTENSIONS.index(p.suffix.lower()), p.name))
+        out[key] = group[0]
+        unused.extend(
+            {"path": str(p), "reason": f"same image id '{key}' as {group[0].name}, which is used"}
+            for p in group[1:]
+        )
+    return out
 
 
 def paired_folder(
@@ -75,20 +122,27 @@ def paired_folder(
 ) -> SRDataset:
     """LR and HR folders paired by file stem, after removing ``lr_suffix`` / ``hr_suffix``
     (RealSR: ``Canon_001_LR4.png`` ↔ ``Canon_001_HR.png`` with suffixes ``_LR4`` / ``_HR``)."""
-    lr_files = {_key(p, lr_suffix): p for p in _image_files(Path(lr_dir))}
-    hr_files = {_key(p, hr_suffix): p for p in _image_files(Path(hr_dir))}
+    unused: list[dict[str, str]] = []
+    lr_files = _by_id(_image_files(Path(lr_dir), unused), lr_suffix, unused)
+    hr_files = _by_id(_image_files(Path(hr_dir), unused), hr_suffix, unused)
     missing = sorted(set(lr_files) - set(hr_files))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
         raise DatasetError(f"{hr_dir}: no HR image for {len(missing)} LR image(s) of {lr_dir}: {shown}")
+    unused.extend(
+        {"path": str(hr_files[k]), "reason": f"no LR image with id '{k}'"}
+        for k in sorted(set(hr_files) - set(lr_files))
+    )
     samples = [Sample(k, lr_files[k], hr_files[k]) for k in sorted(lr_files)]
-    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir), "hr_dir": str(hr_dir)})
+    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir), "hr_dir": str(hr_dir), "unused": unused})
 
 
 def lr_only_folder(name: str, lr_dir: str | Path, *, scale: int = 4) -> SRDataset:
     """A folder of LR images without ground truth (RealSet80-style): no-reference metrics only."""
-    samples = [Sample(p.stem, p) for p in _image_files(Path(lr_dir))]
-    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir)})
+    unused: list[dict[str, str]] = []
+    files = _by_id(_image_files(Path(lr_dir), unused), "", unused)
+    samples = [Sample(k, files[k]) for k in sorted(files)]
+    return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir), "unused": unused})
 
 
 def demo_dataset(name: str = "demo", *, root: str | Path | None = None, seed: int = 0) -> SRDataset:
@@ -129,6 +183,7 @@ def build_dataset(cfg: Mapping[str, Any]) -> SRDataset:
         )
     limit = cfg.get("limit")
     if limit:
+        ds.meta["beyond_limit"] = max(0, len(ds.samples) - int(limit))  # counted, not listed as unused
         ds.samples = ds.samples[: int(limit)]
     return ds
 

@@ -36,6 +36,7 @@ import yaml
 
 from srbench.data.images import IMAGE_EXTENSIONS
 from srbench.interface import SRBenchError
+from srbench.names import name_problem, safe_name
 from srbench.paths import data_dir
 
 log = logging.getLogger(__name__)
@@ -152,8 +153,8 @@ def list_manifests(directory: Path | None = None) -> list[str]:
 
 
 def variant_root(name: str, variant: str) -> Path:
-    """Where a fetched variant lives: ``<data_dir>/<name>/<variant>``."""
-    return data_dir() / name / variant
+    """Where a fetched variant lives: ``<data_dir>/<name>/<variant>`` (both checked to be plain names)."""
+    return data_dir() / safe_name(name, "dataset manifest name") / safe_name(variant, "manifest variant")
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -229,7 +230,16 @@ def _parse_source(d: Mapping[str, Any], where: str) -> Source:
     )
 
 
-def _parse_variant(name: str, d: Mapping[str, Any], where: str) -> Variant:
+def _check_name(value: Any, where: str, what: str) -> str:
+    """A name that becomes a folder (variant, dataset name): one plain path component, else an error."""
+    problem = name_problem(value)
+    if problem:
+        raise _err(where, f"{what} {value!r} cannot be a folder name: it {problem}")
+    return str(value)
+
+
+def _parse_variant(name: Any, d: Mapping[str, Any], where: str) -> Variant:
+    name = _check_name(name, where, "variant name")
     if not isinstance(d, Mapping):
         raise _err(where, "a variant is a mapping")
     kind = d.get("kind")
@@ -290,7 +300,7 @@ def _parse_variant(name: str, d: Mapping[str, Any], where: str) -> Variant:
         expected=expected,
         sources=sources,
         files=tuple(files),
-        dataset_name=str(d.get("dataset_name") or ""),
+        dataset_name=_check_name(d["dataset_name"], where, "dataset_name") if d.get("dataset_name") else "",
         notes=tuple(d.get("notes") or ()),
     )
 
@@ -311,7 +321,7 @@ def parse_manifest(data: Mapping[str, Any], where: str = "<manifest>") -> Manife
     raw_variants = data["variants"]
     if not isinstance(raw_variants, Mapping) or not raw_variants:
         raise _err(where, "'variants' must be a non-empty mapping")
-    variants = {str(k): _parse_variant(str(k), v, f"{where}: variants.{k}") for k, v in raw_variants.items()}
+    variants = {str(k): _parse_variant(k, v, f"{where}: variants.{k}") for k, v in raw_variants.items()}
     default = str(data.get("default_variant") or next(iter(variants)))
     if default not in variants:
         raise _err(where, f"default_variant '{default}' is not a variant")

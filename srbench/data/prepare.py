@@ -141,7 +141,7 @@ def prepare_folder(
     ``preset`` sets ``pipeline`` and ``hr_size`` (explicit arguments win).  A rerun with the same settings
     skips finished images; different settings in an existing OUT are refused unless ``overwrite``.
     """
-    from tqdm.auto import tqdm
+    from srbench.progress import progress as progress_bar
 
     hr_dir, out_dir = Path(hr_dir).expanduser(), Path(out_dir).expanduser()
     base = PRESETS.get(preset or "", {}) if preset else {}
@@ -195,7 +195,7 @@ def prepare_folder(
                 continue  # a torn last line from a kill
     result = PrepareResult(out_dir, len(ids))
     with open(params_path, "a") as plog:
-        for image_id in tqdm(ids, desc="prepare", unit="img", disable=not progress):
+        for image_id in progress_bar(ids, desc="prepare", unit="img", disable_if=not progress):
             lr_path, hr_path = out_dir / "LR" / f"{image_id}.png", out_dir / "HR" / f"{image_id}.png"
             if image_id in done and lr_path.is_file() and hr_path.is_file():
                 result.n_skipped += 1

@@ -14,8 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
-
 from srbench.data.manifest import (
     INSTALL_RECORD,
     Manifest,
@@ -71,10 +69,11 @@ class VerifyReport:
 
 
 def _size(path: Path) -> tuple[int, int] | None:
+    from srbench.data.images import ImageReadError, image_size
+
     try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:
+        return image_size(path)  # from the header: no decompression-bomb refusal for large photos
+    except ImageReadError:
         return None
 
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from srbench.safe_load import WeightsFileRefused
+
 #: module prefixes whose classes are replaced by inert stand-ins (never imported, never called)
 _INERT_PREFIXES = (
     "pytorch_lightning.",
@@ -118,9 +120,12 @@ def load_lightning_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
         raise FileNotFoundError(f"checkpoint not found: {path}")
     with open(path, "rb") as f:
         mmap = torch.serialization._is_zipfile(f)
-    ckpt = torch.load(
-        path, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False, mmap=mmap
-    )
+    try:
+        ckpt = torch.load(
+            path, map_location="cpu", pickle_module=RESTRICTED_PICKLE, weights_only=False, mmap=mmap
+        )
+    except pickle.UnpicklingError as exc:  # srbench's own refusal: the file names code, not tensors
+        raise WeightsFileRefused(f"{path}: {exc}; srbench never runs code from a weights file") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
     state = ckpt.get("state_dict", ckpt)

@@ -9,9 +9,11 @@
   from mixture-of-diffusers: variance 0.01 of the tile size, x centred at (W-1)/2, y at H/2).
 - :class:`TileAccumulator`: sum of ``w * tile`` and of ``w`` into a canvas, then their ratio.
 - :func:`tiled_map`: cut tiles, run a function on batches of tiles, blend the (optionally scaled)
-  outputs.  InvSR runs its whole pipeline per LR tile (scale 4); StableSR calls it once per step on
-  the latent (scale 1) to fuse noise predictions.  The weights are computed once per distinct tile
-  size (per call, or across calls with a shared ``weight_cache``), not once per tile.
+  outputs, row band by row band (the same sums as :class:`TileAccumulator`, bit for bit, but only about
+  one tile of rows held; the blended rows can go straight into a uint8 canvas).  InvSR runs its
+  whole pipeline per LR tile (scale 4); StableSR calls it once per step on the latent (scale 1) to fuse
+  noise predictions.  The weights are computed once per distinct tile size (per call, or across calls
+  with a shared ``weight_cache``), not once per tile.
 - Blend precision (:data:`BLEND_DTYPES`, :func:`blend_dtype_of`): InvSR's ``ImageSpliterTh`` blends
   in float64, StableSR's canvas sampler in float32.  float32 gives the same image within 3e-7 (a 2048²
   InvSR blend; 1.3e-6 after StableSR's 200 steps; ``benchmarks/official_slow.py``) at half the canvas
@@ -181,6 +183,44 @@ class TileAccumulator:
         return self.value / self.weight
 
 
+class _RowBand:
+    """:class:`TileAccumulator` over a moving band of canvas rows: rows no later tile reaches are divided
+    out and handed on, so only a band about one tile high is ever held (the same sums, in the same order,
+    as the whole-canvas accumulator: bit-identical results)."""
+
+    def __init__(self, b: int, c: int, width: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.b, self.c, self.width, self.dtype, self.device = b, c, width, dtype, device
+        self.top = 0  # canvas row of the band's first row
+        self.value = torch.zeros((b, c, 0, width), dtype=dtype, device=device)
+        self.weight = torch.zeros((1, 1, 0, width), dtype=dtype, device=device)
+
+    def add(self, tile: torch.Tensor, top: int, left: int, weight: torch.Tensor) -> None:
+        h, w = tile.shape[-2:]
+        if tuple(weight.shape) != (h, w):
+            raise ValueError(f"weight {tuple(weight.shape)} does not match tile {(h, w)}")
+        grow = top + h - (self.top + self.value.shape[2])
+        if grow > 0:
+            self.value = torch.cat([self.value, self.value.new_zeros((self.b, self.c, grow, self.width))], 2)
+            self.weight = torch.cat([self.weight, self.weight.new_zeros((1, 1, grow, self.width))], 2)
+        r = top - self.top
+        wt = weight.to(self.dtype)
+        self.value[:, :, r : r + h, left : left + w] += tile.to(self.dtype) * wt
+        self.weight[:, :, r : r + h, left : left + w] += wt
+
+    def flush(self, upto: int) -> tuple[int, torch.Tensor] | None:
+        """The blended rows ``[top, upto)`` as ``(top, tensor)``, dropped from the band (None if none)."""
+        n = min(upto, self.top + self.value.shape[2]) - self.top
+        if n <= 0:
+            return None
+        weight = self.weight[:, :, :n]
+        if not bool((weight > 0).all()):
+            raise RuntimeError("tiles do not cover the whole canvas (a pixel has zero total weight)")
+        rows = (self.top, self.value[:, :, :n] / weight)
+        self.value, self.weight = self.value[:, :, n:].clone(), self.weight[:, :, n:].clone()
+        self.top += n
+        return rows
+
+
 def tiled_map(
     x: torch.Tensor,
     fn: Callable[[torch.Tensor, list[TileBox]], torch.Tensor],
@@ -193,6 +233,8 @@ def tiled_map(
     accumulate_dtype: torch.dtype = torch.float64,
     out_channels: int | None = None,
     weight_cache: WeightCache | None = None,
+    out: torch.Tensor | None = None,
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Apply ``fn`` to overlapping tiles of ``x`` ``(B,C,H,W)`` and blend the results.
 
@@ -203,6 +245,11 @@ def tiled_map(
     output tile size and averaged in ``accumulate_dtype``; the result has that dtype.  When one tile
     covers ``x`` the result is exactly ``fn(x)`` (no weighting round-off).
 
+    Rows are blended as soon as no later tile reaches them, so besides the result only a band about one
+    output tile high is held.  ``out`` (a preallocated ``(B,C,H*scale,W*scale)`` tensor, e.g. uint8)
+    receives the blended rows, each passed through ``finish`` first (e.g. rounding to 8 bits): then no
+    full-size ``accumulate_dtype`` canvas exists at all.
+
     ``weight_fn`` is evaluated once per distinct output tile size and reused (bit-identical to
     evaluating it per tile); pass a dict as ``weight_cache`` to keep those tensors across calls (StableSR
     fuses the same grid at every step).  Cached tensors are shared: do not modify them in place.
@@ -211,35 +258,50 @@ def tiled_map(
         raise ValueError("tiles_per_batch must be >= 1")
     b, _, h, w = x.shape
     boxes = tile_grid(h, w, tile, stride)
+
+    def emit(top: int, rows: torch.Tensor) -> None:
+        assert out is not None
+        out[:, :, top : top + rows.shape[2]] = finish(rows) if finish is not None else rows
+
     if len(boxes) == 1:  # one tile covering everything: no blending, exactly fn(x)
-        return fn(x, boxes).to(accumulate_dtype)
+        result = fn(x, boxes).to(accumulate_dtype)
+        if out is None:
+            return result
+        emit(0, result)
+        return out
     cache: WeightCache = {} if weight_cache is None else weight_cache
-    acc: TileAccumulator | None = None
+    band: _RowBand | None = None
     for i in range(0, len(boxes), tiles_per_batch):
         group = boxes[i : i + tiles_per_batch]
         batch = torch.cat([x[:, :, box.slices()[0], box.slices()[1]] for box in group], dim=0)
-        out = fn(batch, group)
+        result = fn(batch, group)
         expected = (len(group) * b, group[0].height * scale, group[0].width * scale)
-        if out.shape[0] != expected[0] or tuple(out.shape[-2:]) != expected[1:]:
+        if result.shape[0] != expected[0] or tuple(result.shape[-2:]) != expected[1:]:
             raise RuntimeError(
-                f"tile function returned {tuple(out.shape)}, expected (N,C,H,W) with {expected}"
+                f"tile function returned {tuple(result.shape)}, expected (N,C,H,W) with {expected}"
             )
-        if acc is None:
-            acc = TileAccumulator(
-                (b, out_channels or out.shape[1], h * scale, w * scale),
-                dtype=accumulate_dtype,
-                device=out.device,
-            )
+        if band is None:
+            channels = out_channels or result.shape[1]
+            band = _RowBand(b, channels, w * scale, accumulate_dtype, result.device)
+            if out is None:
+                out = torch.empty(
+                    (b, channels, h * scale, w * scale), dtype=accumulate_dtype, device=result.device
+                )
         for j, box in enumerate(group):
-            piece = out[j * b : (j + 1) * b]
+            piece = result[j * b : (j + 1) * b]
             ph, pw = piece.shape[-2], piece.shape[-1]
-            key = (weight_fn, ph, pw, accumulate_dtype, str(out.device))
+            key = (weight_fn, ph, pw, accumulate_dtype, str(result.device))
             wt = cache.get(key)
             if wt is None:
-                wt = cache[key] = weight_fn(ph, pw, dtype=accumulate_dtype, device=out.device)
-            acc.add(piece, box.top * scale, box.left * scale, wt)
-    assert acc is not None
-    return acc.result()
+                wt = cache[key] = weight_fn(ph, pw, dtype=accumulate_dtype, device=result.device)
+            band.add(piece, box.top * scale, box.left * scale, wt)
+        del result, piece
+        later = boxes[i + tiles_per_batch :]
+        done = band.flush(min(bx.top for bx in later) * scale if later else h * scale)
+        if done is not None:
+            emit(*done)
+    assert out is not None
+    return out
 
 
 # ---- padding -------------------------------------------------------------------------------------
