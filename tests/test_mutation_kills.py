@@ -14,6 +14,7 @@ import torch
 
 # ---- srbench.diffusion.schedules ------------------------------------------------------------------------
 from srbench.diffusion import schedules
+from srbench.safe_load import WeightsFileRefused
 
 
 def test_ancestral_step_sigmas_closed_form() -> None:
@@ -489,7 +490,7 @@ def test_latent_lpips_file_variants(tmp_path) -> None:  # type: ignore[no-untype
     with pytest.raises(SRBenchError, match="not InvSR's latent LPIPS layout"):
         LatentLPIPS.from_file(tmp_path / "extra.pth", width_div=16)  # strict: an unknown layer is refused
     torch.save({**state, "meta": _NotATensor()}, tmp_path / "pickled.pth")
-    with pytest.raises(Exception, match=r"Weights only load failed|Unsupported global"):
+    with pytest.raises(WeightsFileRefused, match="refused: the file holds more than tensors"):
         LatentLPIPS.from_file(tmp_path / "pickled.pth", width_div=16)  # never unpickles arbitrary objects
 
 
@@ -545,5 +546,5 @@ def test_estimator_imagenet_file_is_loaded_strictly_and_safely(tmp_path, monkeyp
         est.load_imagenet_vgg19()
     # a pickled object other than tensors is refused (weights_only), the file is never executed
     torch.save({"features.0.weight": SimpleNamespace(a=1)}, file)
-    with pytest.raises(Exception, match=r"[Ww]eights only load failed|Unsupported global"):
+    with pytest.raises(WeightsFileRefused, match="refused: the file holds more than tensors"):
         est.load_imagenet_vgg19()
