@@ -191,6 +191,16 @@ def test_the_discriminator_and_l_adv_are_conditioned_on_i_lr(sd_folder: Path, tm
     fwd.i_lr = fwd.i_lr.flip(0)  # the other image's LR, the same Z_SR and X_HR
     assert abs(tr.discriminator_loss(parts.disc, fwd).item() - d.item()) > 1e-6
     assert abs(tr.encoder_losses(fwd, parts, use_adv=True)["adv"].item() - losses["adv"].item()) > 1e-6
+    # Eq. 4: the real and the fake term both see I_LR (the flip above would also move a real-only one)
+    seen: list[torch.Tensor] = []
+    disc = parts.disc
+
+    def recording(x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        seen.append(cond)
+        return disc(x, t, emb, cond)
+
+    tr.discriminator_loss(recording, fwd)  # type: ignore[arg-type]
+    assert len(seen) == 2 and all(c is fwd.i_lr for c in seen)
     # InvSR's discriminator optimiser (trainer.py: torch.optim.Adam, lr_dis 5e-5, weight_decay_dis 1e-3)
     opt = disc_optimizer(list(parts.disc.parameters()), tr.cfg.encoder)
     assert (
@@ -213,6 +223,21 @@ def test_estimator_target_is_lpips_of_lr_against_hr(sd_folder: Path, tmp_path: P
     assert (t_weak > 0).all() and (t_strong > t_weak).all()
     loss, t_hat, t_gt = tr.estimator_loss(hr, _degrade(hr, 0.5), lpips_fn)
     torch.testing.assert_close(loss, (t_hat - t_gt).abs().mean())
+
+
+def test_encoder_timestep_source_target_is_stage_one_target(sd_folder: Path, tmp_path: Path) -> None:
+    """encoder.timestep_source=target: E_θ gets t = round(t_gt) of stage 1 (LPIPS(I_LR, I_HR), its scale)."""
+    from methods.dmsr.estimator import discretize_timestep
+
+    over = ("estimator.target_scale=50000", "encoder.timestep_source=target")
+    tr = _trainer(sd_folder, tmp_path / "run", *over)
+    _, hr, _ = _setup(tr)
+    lpips_fn = _seeded_lpips()
+    for lr in (_degrade(hr, 0.5), _degrade(hr, 3.0, noise=0.05)):
+        tr.gen.manual_seed(7)
+        t = tr.encoder_forward(hr, lr, lpips_fn).t
+        _, _, t_gt = tr.estimator_loss(hr, lr, lpips_fn)
+        assert (t > 0).all() and torch.equal(t, discretize_timestep(t_gt, tr.t_max))
 
 
 def test_a_short_estimator_run_ranks_stronger_degradations_higher(sd_folder: Path, tmp_path: Path) -> None:

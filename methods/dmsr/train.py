@@ -435,7 +435,9 @@ class DMSRTrainer:
             if target_lpips is None:
                 t = discretize_timestep(self.estimator(i_lr), self.t_max)  # T frozen (stage 1)
             else:
-                t = discretize_timestep(lpips_timestep_target(target_lpips, i_lr, hr), self.t_max)
+                scale = float(self.cfg.estimator.target_scale)  # stage 1's t_gt (§3.1)
+                t_gt = lpips_timestep_target(target_lpips, i_lr, hr, scale=scale, t_max=self.t_max)
+                t = discretize_timestep(t_gt, self.t_max)
         with self.autocast():
             x = self.pipe.encode(i_lr, t).float()
         eps_sr = self.eps_fn()(x, t).float()
