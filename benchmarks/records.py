@@ -5,11 +5,12 @@
                  the first fingerprint (every file read and hashed), then a rerun in a fresh cache object
                  (what a new process pays: stat every file, read the cache file), then one modified file.
 (b) leaderboard  ``--cells`` synthetic finished cells (summary.json + per_image.csv with ``--cell-images``
-                 rows, psnr/ssim/lpips), in tables of ``--rows`` rows: collect + paired tests + ranks +
-                 markdown/CSV (plots off).
+                 rows, psnr/ssim/lpips), in tables of ``--rows`` rows (methods x 5 steps) x ``--seeds``
+                 seeds: collect + paired tests + ranks + markdown/CSV (plots off), first with an empty
+                 cell index (every cell read: cold), then again (warm); then ``srbench report`` (warm).
 
-    python benchmarks/records.py                       # 3000 images, 1000 cells
-    python benchmarks/records.py --images 300 --cells 100
+    python benchmarks/records.py                       # 3000 images, 10,000 cells
+    python benchmarks/records.py --skip-fingerprint --cells 10000 --rows 50 --seeds 10
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from srbench.data.folders import paired_folder
 from srbench.fingerprint import HashCache, dataset_fingerprint
@@ -56,23 +57,29 @@ def bench_fingerprint(tmp: Path, n: int, lr_kib: int, hr_kib: int) -> dict[str, 
     return out
 
 
-def bench_leaderboard(tmp: Path, cells: int, images: int, rows: int) -> float:
+def make_cells(root: Path, cells: int, images: int, rows: int, seeds: int = 1) -> None:
+    """``cells`` finished cells: tables of ``rows`` rows (methods x steps), each row over ``seeds`` seeds."""
     rng = np.random.default_rng(0)
     ids = [f"im{i}" for i in range(images)]
+    per_table = rows * seeds
     for c in range(cells):
-        table, row = divmod(c, rows)
-        d = tmp / "runs" / f"set{table}" / "full" / f"m{row}" / "steps1"
+        table, k = divmod(c, per_table)
+        row, seed = divmod(k, seeds)
+        method, steps = f"m{row // 5}", 1 + row % 5
+        d = root / f"set{table}" / "full" / method / (f"steps{steps}" + (f"-seed{seed}" if seed else ""))
         d.mkdir(parents=True)
         scores = {
             m: rng.normal(mu + 0.1 * row, sd, images)
             for m, mu, sd in (("psnr", 24, 2), ("ssim", 0.7, 0.05), ("lpips", 0.3, 0.05))
         }
-        pd.DataFrame({"id": ids, "status": "ok", **scores}).to_csv(d / "per_image.csv", index=False)
+        lines = ["id,status," + ",".join(scores)]
+        lines += [f"{i},ok," + ",".join(repr(float(scores[m][k])) for m in scores) for k, i in enumerate(ids)]
+        (d / "per_image.csv").write_text("\n".join(lines) + "\n")
         summary = {
             "status": "done",
-            "method": f"m{row}",
-            "steps": 1,
-            "seed": 0,
+            "method": method,
+            "steps": steps,
+            "seed": seed,
             "dataset": f"set{table}",
             "protocol": "full",
             "dataset_fingerprint": {"sha256": f"{table:064d}", "n_images": images},
@@ -86,9 +93,27 @@ def bench_leaderboard(tmp: Path, cells: int, images: int, rows: int) -> float:
             },
         }
         (d / "summary.json").write_text(json.dumps(summary))
-    t = time.perf_counter()
-    write_leaderboard([tmp / "runs"], tmp / "lb", plots=False)
-    return time.perf_counter() - t
+
+
+def _timed(fn: Any) -> tuple[float, float]:
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def bench_leaderboard(tmp: Path, cells: int, images: int, rows: int, seeds: int = 1) -> dict[str, float]:
+    """Leaderboard (plots off) and report on a fresh cell index (cold), then again (warm): wall, CPU s."""
+    from srbench.report import write_report
+
+    make_cells(tmp / "runs", cells, images, rows, seeds)
+    out: dict[str, float] = {}
+    os.environ["SRBENCH_CACHE"] = str(tmp / "cache")  # a fresh index: the first run reads every cell
+    for run in ("cold", "warm"):
+        out[f"leaderboard_{run}"], out[f"leaderboard_{run}_cpu"] = _timed(
+            lambda run=run: write_leaderboard([tmp / "runs"], tmp / f"lb-{run}", plots=False)
+        )
+    out["report_warm"], out["report_warm_cpu"] = _timed(lambda: write_report([tmp / "runs"], tmp / "report"))
+    return out
 
 
 def main() -> None:
@@ -96,23 +121,29 @@ def main() -> None:
     p.add_argument("--images", type=int, default=3000)
     p.add_argument("--lr-kib", type=int, default=40)
     p.add_argument("--hr-kib", type=int, default=400)
-    p.add_argument("--cells", type=int, default=1000)
+    p.add_argument("--cells", type=int, default=10000)
     p.add_argument("--cell-images", type=int, default=100)
-    p.add_argument("--rows", type=int, default=10, help="rows per leaderboard table")
+    p.add_argument("--rows", type=int, default=10, help="rows per leaderboard table (methods x 5 steps)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per row")
+    p.add_argument("--skip-fingerprint", action="store_true")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="srbench-records-bench-"))
     try:
-        fp = bench_fingerprint(tmp / "fp", args.images, args.lr_kib, args.hr_kib)
-        mib = args.images * (args.lr_kib + args.hr_kib) / 1024
-        print(f"fingerprint of {args.images} pairs ({mib:.0f} MiB):")
-        print(f"  first run     {fp['first']:7.3f} s  ({fp['first_files_read']:.0f} files read)")
-        print(f"  cached rerun  {fp['cached']:7.3f} s  ({fp['cached_files_read']:.0f} files read)")
-        print(f"  one modified  {fp['one_modified']:7.3f} s  ({fp['one_modified_files_read']:.0f} file read)")
-        lb = bench_leaderboard(tmp / "lb", args.cells, args.cell_images, args.rows)
+        if not args.skip_fingerprint:
+            fp = bench_fingerprint(tmp / "fp", args.images, args.lr_kib, args.hr_kib)
+            mib = args.images * (args.lr_kib + args.hr_kib) / 1024
+            print(f"fingerprint of {args.images} pairs ({mib:.0f} MiB):")
+            print(f"  first run     {fp['first']:7.3f} s  ({fp['first_files_read']:.0f} files read)")
+            print(f"  cached rerun  {fp['cached']:7.3f} s  ({fp['cached_files_read']:.0f} files read)")
+            one = fp["one_modified"]
+            print(f"  one modified  {one:7.3f} s  ({fp['one_modified_files_read']:.0f} file read)")
+        lb = bench_leaderboard(tmp / "lb", args.cells, args.cell_images, args.rows, args.seeds)
         print(
-            f"leaderboard of {args.cells} cells x {args.cell_images} images, {args.rows} rows per table "
-            f"(paired tests on): {lb:.2f} s"
+            f"{args.cells} cells x {args.cell_images} images, {args.rows} rows per table x {args.seeds} "
+            "seed(s), paired tests on (wall s / CPU s):"
         )
+        for name in ("leaderboard_cold", "leaderboard_warm", "report_warm"):
+            print(f"  {name:18s} {lb[name]:7.2f} / {lb[name + '_cpu']:6.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"(cpu: {os.cpu_count()} cores)")

@@ -1,3 +1,3 @@
 """Built-in srbench method plugins; importing this package registers them all."""
 
-from methods import bicubic, dmsr, dossr, invsr, realesrgan, stablesr  # noqa: F401
+from methods import bicubic, dmsr, dossr, invsr, precomputed, realesrgan, stablesr  # noqa: F401

@@ -18,6 +18,7 @@ from srbench.fingerprint import FINGERPRINT_FILE, Changes, Fingerprint, compare,
 from srbench.identity import CellIdentity, differences, from_legacy
 from srbench.interface import SRBenchError
 from srbench.records import CONFIG, PER_IMAGE_CSV, PER_IMAGE_LOG, SUMMARY, PerImageLog, write_json
+from srbench.scoring import float_scores_refusal, missing_images, stored_sets
 
 log = logging.getLogger("srbench")
 
@@ -52,7 +53,10 @@ def read_cell(run_dir: Path) -> dict[str, Any] | None:
 
 
 def check_claim(run_dir: Path, ident: CellIdentity) -> dict[str, Any] | None:
-    """Raise :class:`CellRefused` when ``run_dir`` holds a different cell; return its record otherwise."""
+    """Raise :class:`CellRefused` when ``run_dir`` holds a different cell; return its record otherwise.
+
+    The metric set is not part of a cell (:mod:`srbench.scoring`): metrics the cell lacks are added from
+    its saved SR images, so a run asking for them is refused only when those images were not saved."""
     stored = read_cell(run_dir)
     if stored is None:
         return None
@@ -68,13 +72,22 @@ def check_claim(run_dir: Path, ident: CellIdentity) -> dict[str, Any] | None:
             f"{run_dir}: this directory holds a different cell ({shown}); nothing was written. "
             "Pass overwrite=true to replace it, or run_name=<label> to keep both."
         )
-    if differences(stored, current, "scoring"):
-        raise CellRefused(
-            f"{run_dir}: this cell was scored with metrics {stored['scoring'].get('metrics')}, this run asks "
-            f"for {current['scoring']['metrics']}; one cell holds one metric set, and nothing was written. "
-            "Rerun with the stored metric set, pass overwrite=true to score it again from scratch, or "
-            "run_name=<label> for a separate cell."
-        )
+    added = sorted(set(current["scoring"]["metrics"]) - set(stored_sets(stored)[0]))
+    if added:  # scores are a separate record: new metrics are added from the saved SR images
+        refusal = float_scores_refusal(run_dir, (current.get("outputs") or {}).get("protocol") or {})
+        if refusal:
+            raise CellRefused(refusal)
+        rows = PerImageLog(Path(run_dir) / PER_IMAGE_LOG).rows()
+        absent = missing_images(run_dir, rows)
+        if absent:
+            raise CellRefused(
+                f"{run_dir}: this cell was scored with metrics {stored_sets(stored)[0]}; adding "
+                f"{', '.join(added)} needs its SR images, and {len(absent)} of them are not under images/ "
+                f"(e.g. images/{absent[0]}.png; run with save_images=false?), so the model would have to run "
+                "again; nothing was written. Pass overwrite=true to rerun it, or run_name=<label> for a "
+                "separate cell. (Where the images were saved, this run or `srbench rescore` adds metrics "
+                "without running the model.)"
+            )
     return stored
 
 

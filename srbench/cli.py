@@ -406,21 +406,13 @@ def _completion_query(argv: list[str]) -> str | None:
 
 # ---- dispatch ---------------------------------------------------------------------------------
 def _resolve_handler(cmd: Command) -> Any:
-    """The command's function, or None when its module is not part of this version of srbench."""
+    """The command's function (every command's module ships with srbench: an import error is a bug)."""
     module, _, func = cmd.handler.partition(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            return None
-        raise
+    return getattr(importlib.import_module(module), func)
 
 
 def run_command(cmd: Command, argv: list[str]) -> int:
     handler = _resolve_handler(cmd)
-    if handler is None:
-        print(f"srbench {cmd.name} ({cmd.help}) is not available in this version yet", file=sys.stderr)
-        return 2
     try:
         return int(handler(argv) or 0)
     except Exception as exc:

@@ -64,6 +64,10 @@ class SRMethod(abc.ABC):
     stages: ClassVar[tuple[str, ...]] = ()
     #: True when the method draws random numbers (diffusion); the runner then seeds per image
     stochastic: ClassVar[bool] = False
+    #: "srbench": the method computes its outputs here; "external": it returns SR images made elsewhere
+    #: (``precomputed``): the runner then records no latency, runs no warm-up and tells the method which
+    #: image comes next (see :class:`methods.precomputed.Precomputed`)
+    source: ClassVar[str] = "srbench"
     #: options every method takes (generic LR tiling, :meth:`set_lr_tiling`)
     common_options: ClassVar[tuple[str, ...]] = ("lr_tile", "lr_tile_overlap", "lr_tile_batch")
     #: steps when a call names none (``method(image)``, ``srbench bench``); ``srbench.load(name, steps=)``

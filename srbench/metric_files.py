@@ -43,6 +43,7 @@ Source = Literal["pyiqa", "pyiqa-cache", "torchvision", "clip", "timm"]
 
 # srbench metric name -> the files pyiqa's arch needs, as (source, key...) references resolved lazily:
 #   ("pyiqa", "<arch module>", "<key in its default_model_urls>"[, "<package>", "<file in it>"])
+#   ("pyiqa_url", "<arch module>", "<module attribute holding the URL>")
 #       the optional package file is an identical copy, accepted when its SHA256 matches the hash in the name
 #   ("torchvision", "<weights enum in torchvision.models>"): IMAGENET1K_V1, hard-coded in pyiqa's archs
 #   ("clip", "<backbone name in pyiqa.archs.clip_model._MODELS>")
@@ -74,6 +75,8 @@ _FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     # LIQE caches its CLIP text features in pyiqa's folder and unpickles that file when it is there
     "liqe": (("clip", "ViT-B/32"), ("pyiqa", "liqe_arch", "koniq"), ("pyiqa-cache", "liqe_text_feat.pt")),
     "nima": (("timm", "inception_resnet_v2"), ("pyiqa", "nima_arch", "inception_resnet_v2-ava")),
+    # set-level: pyiqa's FID InceptionV3 (pytorch-fid's port of the TF 2015-12-05 graph)
+    "fid": (("pyiqa_url", "inception", "FID_WEIGHTS_URL"),),
 }
 
 _TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm's HF loader looks for, in that order
@@ -213,6 +216,12 @@ def _resolve(ref: tuple[str, ...]) -> RequiredFile:
             f"pyiqa checkpoint ({module} {key})",
             alternatives=(alt,) if alt else (),
         )
+    if source == "pyiqa_url":
+        module, attr = ref[1], ref[2]
+        url = getattr(importlib.import_module(f"pyiqa.archs.{module}"), attr)
+        name = url.rsplit("/", 1)[-1]
+        what = f"pyiqa checkpoint ({module} {attr})"
+        return RequiredFile("pyiqa", name, url, pyiqa_cache_dir() / name, what)
     if source == "pyiqa-cache":
         name = ref[1]
         return RequiredFile(

@@ -21,8 +21,8 @@ Untrusted files: a file whose SHA256 differs from the published one, or that pyi
 unpickle and srbench's weights-only load refuses, is never handed to pyiqa: the metric is skipped (or the
 run stops) the same way, the message naming the file, its hash and the expected one
 (:meth:`srbench.metric_files.RequiredFile.refusal`).  ``random_backbones=True`` (tests and benchmarks of the
-plumbing only) gives torchvision backbones random weights made in memory instead of reading a file; such
-metrics have ``weights_verified`` False and their values are not the metric's.
+plumbing only) gives torchvision backbones and FID's InceptionV3 random weights made in memory instead of
+reading a file; such metrics have ``weights_verified`` False and their values are not the metric's.
 
 Batches: :meth:`MetricSuite.score_batch` calls each metric once per batch of same-size images (pyiqa's
 metrics score (B,3,H,W) at once) and gives the per-image :meth:`MetricSuite.score` values: bit-identical on
@@ -63,7 +63,7 @@ class MetricSpec:
     """What an srbench metric name means: the pyiqa metric, its fixed options and its direction."""
 
     name: str
-    kind: Literal["fr", "nr"]
+    kind: Literal["fr", "nr", "set"]  # set: one value per cell, the SR set against the HR set (FID)
     lower_better: bool
     pyiqa_name: str
     description: str
@@ -108,8 +108,52 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("topiq_nr", "nr", False, "topiq_nr", "TOPIQ-NR, ResNet50, KonIQ-10k weights"),
     MetricSpec("liqe", "nr", False, "liqe", "LIQE, CLIP ViT-B/32, KonIQ-10k weights (1-5)"),
     MetricSpec("nima", "nr", False, "nima", "NIMA, InceptionResNetV2, AVA weights (aesthetics, 0-10)"),
+    MetricSpec(
+        "fid",
+        "set",
+        True,
+        "fid",
+        "FID of the SR set against the HR set (as the protocol crops them): pyiqa's clean-fid mode (PIL "
+        "bicubic resize to 299 per channel), InceptionV3 pt_inception-2015-12-05; unreliable below ~1000 "
+        "images",
+    ),
 )
 _SPEC_BY_NAME = {s.name: s for s in _SPECS}
+
+#: the order papers print metric columns in: full-reference fidelity, then perceptual full-reference, then
+#: set-level, then no-reference metrics (one list for the leaderboard and the report)
+PAPER_ORDER: tuple[str, ...] = (
+    "psnr",
+    "psnr-rgb",
+    "ssim",
+    "lpips",
+    "lpips-vgg",
+    "dists",
+    "topiq_fr",
+    "fid",
+    "niqe",
+    "pi",
+    "brisque",
+    "clipiqa",
+    "musiq",
+    "maniqa",
+    "maniqa-pipal",
+    "topiq_nr",
+    "liqe",
+    "nima",
+)
+
+
+def paper_order(names: Sequence[str]) -> list[str]:
+    """``names`` in :data:`PAPER_ORDER` (unknown names last, in their given order)."""
+    rank = {n: i for i, n in enumerate(PAPER_ORDER)}
+    return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
+
+
+def set_level(name: str) -> bool:
+    """True for metrics computed once per cell over the whole image set (FID), not per image."""
+    spec = _SPEC_BY_NAME.get(name)
+    return spec is not None and spec.kind == "set"
 
 
 def metric_specs() -> dict[str, MetricSpec]:
@@ -142,6 +186,20 @@ def random_torchvision_weights() -> Iterator[None]:
         yield
     finally:
         WeightsEnum.get_state_dict = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def random_inception_weights() -> Iterator[None]:
+    """While active, pyiqa's FID InceptionV3 keeps its random initial weights instead of reading
+    ``pt_inception-2015-12-05-*.pth`` (``MetricSuite(random_backbones=True)``: tests of the plumbing)."""
+    import pyiqa.archs.inception as inception
+
+    original = inception.load_pretrained_network
+    inception.load_pretrained_network = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        inception.load_pretrained_network = original
 
 
 def _in_our_words(e: Exception) -> str:
@@ -273,7 +331,10 @@ class MetricSuite:
         except Exception as e:  # e.g. an optional pyiqa module that fails to import
             self._unavailable(name, f"cannot resolve its weight files: {type(e).__name__}: {e}")
             return
-        stand_ins = [f for f in files if self.random_backbones and f.source == "torchvision"]
+        # random_backbones: torchvision backbones and FID's InceptionV3 get random weights made in memory
+        stand_ins = [
+            f for f in files if self.random_backbones and (f.source == "torchvision" or spec.kind == "set")
+        ]
         files = [f for f in files if f not in stand_ins]
         found = {f.filename: f.locate() for f in files}
         missing = [f for f in files if found[f.filename] is None and not f.optional]
@@ -327,7 +388,10 @@ class MetricSuite:
         try:
             import pyiqa
 
-            with random_torchvision_weights() if stand_ins else contextlib.nullcontext():
+            with (
+                random_torchvision_weights() if stand_ins else contextlib.nullcontext(),
+                random_inception_weights() if stand_ins and spec.kind == "set" else contextlib.nullcontext(),
+            ):
                 metric = pyiqa.create_metric(spec.pyiqa_name, device=self.device, **opts)
         except Exception as e:
             why = f"pyiqa could not build it: {_in_our_words(e)}"
@@ -442,7 +506,7 @@ class MetricSuite:
             sr_fr, hr_fr = sr[..., :h, :w], hr[..., :h, :w]
         for name in self.available:
             spec = _SPEC_BY_NAME[name]
-            if spec.kind == "fr" and hr_fr is None:
+            if spec.kind == "set" or (spec.kind == "fr" and hr_fr is None):
                 continue
             metric = self._metrics[name]
             side = min((sr_fr if spec.kind == "fr" else sr).shape[-2:])
@@ -584,6 +648,45 @@ class MetricSuite:
             )
             for name, whys in by_metric.items()
         }
+
+    # ---- set-level metrics ----
+    @property
+    def set_level(self) -> list[str]:
+        """The built metrics that score a whole set at once (:meth:`score_set`)."""
+        return [n for n in self.available if _SPEC_BY_NAME[n].kind == "set"]
+
+    @torch.inference_mode()
+    def score_set(self, sr_files: Sequence[Path], hr_files: Sequence[Path]) -> dict[str, float]:
+        """Each built set-level metric of the SR files against the HR files (image files as pyiqa reads
+        them: FID resizes each to 299x299 with PIL bicubic, clean-fid's ``clean`` mode).  A metric that fails
+        gets NaN and an entry in ``errors``."""
+        import tempfile
+
+        self.errors = {}
+        out: dict[str, float] = {}
+        if not self.set_level:
+            return out
+        if not sr_files or not hr_files:
+            raise ValueError("score_set needs at least one SR and one HR file")
+        with tempfile.TemporaryDirectory(prefix="srbench-set-") as tmp:
+            dirs = []
+            for side, files in (("sr", sr_files), ("hr", hr_files)):
+                d = Path(tmp) / side
+                d.mkdir()
+                for i, f in enumerate(files):  # pyiqa reads a folder: link the chosen files into one
+                    (d / f"{i:06d}{Path(f).suffix.lower()}").symlink_to(Path(f).resolve())
+                dirs.append(str(d))
+            for name in self.set_level:
+                try:
+                    value = self._metrics[name](
+                        dirs[0], dirs[1], mode="clean", num_workers=0, batch_size=8, verbose=False
+                    )
+                    out[name] = float(torch.as_tensor(value).reshape(-1)[0])
+                except Exception as e:
+                    log.warning("metric '%s' failed on the set: %s: %s", name, type(e).__name__, e)
+                    self.errors[name] = f"{type(e).__name__}: {e}"
+                    out[name] = math.nan
+        return out
 
     # ---- directions and specs ----
     def lower_better(self, name: str) -> bool:

@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import logging
+import math
 import shutil
 import traceback
 import zlib
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from srbench.claim import CELL, RECORDS, check_claim, reconcile_dataset, write_cell
 from srbench.config_check import validate_run_config
 from srbench.data.folders import SRDataset, build_dataset
-from srbench.data.images import DEFAULT_MAX_PIXELS, ImageReadError
+from srbench.data.images import DEFAULT_MAX_PIXELS, ImageReadError, check_pixels, image_size
 from srbench.environment import device_name, dtype_name, environment, resolve_device, resolve_dtype
 from srbench.fingerprint import FINGERPRINT_FILE, Fingerprint, dataset_fingerprint
 from srbench.identity import CellIdentity, cell_config, cell_relpath, speed_settings
@@ -53,8 +54,9 @@ from srbench.records import (
     write_table,
 )
 from srbench.registry import create_method
+from srbench.rescore import rescore_claimed, score_rows
 from srbench.sample_io import read_sample, save_sr_png
-from srbench.stats import t_interval
+from srbench.scoring import add_set, metric_stat, ordered, score_set_level, set_index, set_stat, stored_sets
 from srbench.sweep import parallel_workers, sweep_id
 from srbench.timing import MemoryProbe, StageTimer, memory_kind
 from srbench.wandb_log import WandbLogger
@@ -224,6 +226,8 @@ def run_cell(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path) -> CellOu
         )
     fingerprint = dataset_fingerprint(dataset.samples)
     runtime = {"precision": dtype_name(setup.dtype), "device": _device_kind(setup.device)}
+    if setup.probe.source == "external":  # outputs made elsewhere: changed files are another cell
+        runtime["external_outputs"] = setup.probe.outputs_fingerprint()  # type: ignore[attr-defined]
     ident = CellIdentity.from_config(plain, runtime)
     overwrite = bool(plain.get("overwrite", False))
     if not overwrite:
@@ -259,6 +263,7 @@ def _cell_fields(ident: CellIdentity, dataset: SRDataset, fingerprint: Fingerpri
         "protocol": out["protocol"].get("name"),
         "protocol_settings": Protocol.from_config(out["protocol"]).as_dict(),
         "metric_set": ident.scoring["metrics"],
+        "source": "external" if "external_outputs" in ident.runtime else "srbench",
     }
 
 
@@ -278,15 +283,41 @@ def _run_claimed(
             tmp.unlink(missing_ok=True)
     plog = PerImageLog(run_dir / PER_IMAGE_LOG)
     change = reconcile_dataset(run_dir, stored, fingerprint, plog)  # drops the summary if images changed
+    # scores are their own record (srbench/scoring.py): the cell holds the union of its metric sets, and
+    # metrics this run adds are scored on the saved images of finished rows, never by running the model
+    requested = list(ident.scoring["metrics"])
+    before, sets = stored_sets(stored)
+    added = sorted(set(requested) - set(before)) if stored is not None else []
+    names = sorted(set(before) | set(requested))
     summary_path = run_dir / SUMMARY
     if summary_path.is_file():
         try:
             summary = json.loads(summary_path.read_text())
         except (OSError, ValueError):
             summary = {}
+        if isinstance(summary, dict) and summary.get("status") == "done" and added:
+            done = rescore_claimed(
+                run_dir,
+                added,
+                dataset=dataset,
+                protocol=protocol,
+                scale=setup.probe.scale,
+                device=device,
+                on_missing=str((plain.get("metrics") or {}).get("on_missing", "skip")),
+                how="run",
+            )
+            why = f"added {', '.join(done) or 'no metric (see the log)'} from the saved images; model not run"
+            log.info("%s: %s", run_dir, why)
+            return CellOutcome("done", run_dir, json.loads(summary_path.read_text()), why)
         if isinstance(summary, dict) and summary.get("status") in ("done", "skipped"):
             log.info("cell already finished: %s (%s)", run_dir, summary["status"])
             return CellOutcome("already_done", run_dir, summary)  # nothing (re)written
+    if stored is None:
+        add_set(sets, requested, "run", None)
+    elif added:
+        add_set(sets, added, "run", None)
+    ident.scoring = {"metrics": names, "sets": sets}
+    cell["metric_set"] = names
     history = list((stored or {}).get("dataset_changes") or []) + ([change] if change else [])
     cell["dataset_changes"] = history
     write_json(run_dir / FINGERPRINT_FILE, fingerprint.to_json())
@@ -312,8 +343,14 @@ def _run_claimed(
         allocator.keep_freed_memory()
     model_speed = {k: v for k, v in speed.items() if k != "keep_freed_memory"}  # a process setting
     method = _get_method(method_cfg, device, dtype, model_speed)
-    metrics = _get_metrics(dict(plain["metrics"]), protocol, device, dataset.has_hr)
-    not_applicable = [n for n in (plain["metrics"].get("names") or []) if n not in metrics.names]
+    metrics = _get_metrics({**plain["metrics"], "names": ordered(names)}, protocol, device, dataset.has_hr)
+    not_applicable = [n for n in names if n not in metrics.names]
+    external = method.source == "external"
+    external_record = (
+        method.bind([s.id for s in dataset], protocol)  # type: ignore[attr-defined]
+        if external
+        else None
+    )
 
     rows = plog.rows()
     retry = bool(plain.get("retry_failed", False))
@@ -325,6 +362,11 @@ def _run_claimed(
     pending = [s for s in dataset if s.id not in finished]
     if rows:
         log.info("resuming %s: %d of %d images already finished", run_dir, len(rows), len(dataset))
+    if added and any(r.get("status") == "ok" for r in rows):  # new metrics for the finished images
+        log.info("%s: adding %s to %d finished image(s) from their saved images", run_dir, added, len(rows))
+        adding = _get_metrics({**plain["metrics"], "names": added}, protocol, device, dataset.has_hr)
+        score_rows(rows, adding, run_dir, dataset, protocol, method.scale)
+        plog.repair(rows)
 
     timer = StageTimer(device)
     memory = MemoryProbe(device, trim=not speed["keep_freed_memory"])
@@ -337,7 +379,7 @@ def _run_claimed(
         config=ident.record(),
     )
     try:
-        if pending:
+        if pending and not external:
             _warm_up(method, dataset, pending, protocol, steps, int(plain.get("warmup", 1)), device, timer)
         images_dir = run_dir / "images" if plain.get("save_images", True) else None
         with image_progress(len(dataset), len(rows), f"{ident.label} steps={steps}") as bar:
@@ -355,6 +397,7 @@ def _run_claimed(
                     images_dir,
                     int(plain.get("max_pixels") or DEFAULT_MAX_PIXELS),
                     memory,
+                    external,
                 )
                 lock.check()  # never append to a cell another process has taken over
                 plog.append(row)
@@ -377,7 +420,24 @@ def _run_claimed(
     summary = _base_summary(plain, cell, dataset, protocol, device, dtype, method)
     summary.update(_aggregate(rows, metrics))
     summary["metrics_skipped"] = {**dict(metrics.skipped), **dict.fromkeys(not_applicable, NO_HR)}
+    if metrics.set_level:  # whole-set metrics (FID): once per cell, over the saved SR images
+        ok_ids = [r["id"] for r in rows if r.get("status") == "ok"]
+        values, why = score_set_level(metrics, run_dir, ok_ids, dataset, protocol, method.scale)
+        for name, value in values.items():
+            if not math.isnan(value):
+                summary["metrics"][name] = set_stat(value, len(ok_ids), metrics.lower_better(name))
+        summary["metrics_skipped"].update(why)
+    for name, stat in summary["metrics"].items():
+        stat["set"] = set_index(sets, name)
+    summary["metric_sets"] = sets
+    if external_record is not None:
+        summary["external"] = external_record
     summary["metric_notes"] = dict(getattr(metrics, "notes", {}))
+    if protocol.quantize == "none":  # set-level metrics read the saved PNGs, which are 8-bit
+        notes = summary["metric_notes"]
+        for name in [n for n in summary["metrics"] if n in (metrics.set_level or [])]:
+            note = "from the saved 8-bit PNGs (quantize none: the per-image metrics scored the float SR)"
+            notes[name] = "; ".join(filter(None, [notes.get(name), note]))
     summary["metric_options"] = dict(getattr(metrics, "options", {}))
     # False: a stand-in (e.g. random backbone) file was used; such scores are not results
     summary["metric_weights_verified"] = dict(getattr(metrics, "weights_verified", {}))
@@ -444,11 +504,21 @@ def _process(
     images_dir: Path | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     memory: MemoryProbe | None = None,
+    external: bool = False,
 ) -> tuple[dict[str, Any], torch.Tensor | None, torch.Tensor | None]:
     row: dict[str, Any] = {"id": sample.id}
     try:  # an id that is not a plain file name, or an image over max_pixels: an error for this image only
         safe_name(sample.id, "image id", hidden_ok=True)
-        lr, hr = read_sample(sample, protocol, method.scale, max_pixels)
+        if external or getattr(dataset, "lr_in_memory", False):  # the dataset's own reader, full images
+            for path, what in ((sample.lr_path, "LR"), (sample.hr_path, "HR")):
+                if path is not None:
+                    check_pixels(Path(path), image_size(path), max_pixels, what)
+            lr_full, hr_full = dataset.load(sample)
+            lr, hr = protocol.prepare(lr_full, hr_full, method.scale)
+            if external:  # the stored SR image of this id, cut to what the protocol scores
+                method.select(sample.id, lr_full, hr_full, lr)  # type: ignore[attr-defined]
+        else:
+            lr, hr = read_sample(sample, protocol, method.scale, max_pixels)
     except (ImageReadError, SRBenchError) as exc:
         row.update(status="error", stage="read", error=str(exc))
         return row, None, None
@@ -486,8 +556,9 @@ def _process(
         row["metric_errors"] = dict(metrics.errors)  # those metrics scored NaN on this image
     row.update(status="ok", lr_h=int(lr.shape[1]), lr_w=int(lr.shape[2]))
     row.update(scores)
-    row.update({f"latency_{k}_s": v for k, v in latency.items()})
-    row["peak_mem_mb"], row["held_mem_mb"] = peak_mb, held_mb  # the call's increase; what was held before
+    if not external:  # an external method's "latency" would be a file read
+        row.update({f"latency_{k}_s": v for k, v in latency.items()})
+        row["peak_mem_mb"], row["held_mem_mb"] = peak_mb, held_mb  # the call's increase; what was held before
     return row, sr, lr
 
 
@@ -510,17 +581,9 @@ def _aggregate(rows: list[dict[str, Any]], metrics: Any) -> dict[str, Any]:
     }
     stats: dict[str, Any] = {}
     for name in metrics.available:
-        mean, ci, n = t_interval(r.get(name) for r in ok)  # n: finite values only
-        if n == 0:
-            continue
-        stats[name] = {
-            "mean": mean,
-            "ci95": ci,
-            "ci_method": "student-t",
-            "n": n,
-            "n_not_finite": sum(r.get(name) is not None for r in ok) - n,
-            "lower_better": metrics.lower_better(name),
-        }
+        stat = metric_stat(ok, name, metrics.lower_better(name))
+        if stat is not None:
+            stats[name] = stat
     out["metrics"] = stats
     stages = sorted({k[len("latency_") : -2] for r in ok for k in r if k.startswith("latency_")})
     out["latency_s"] = {

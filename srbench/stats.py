@@ -52,21 +52,35 @@ def paired_pvalues(best: np.ndarray, others: np.ndarray) -> np.ndarray:
     Columns are images in the same order; a NaN on either side drops that image from that comparison.
     Rows with fewer than 2 paired images get NaN; rows identical to ``best`` on every image get 1.
     """
+    others = np.atleast_2d(np.asarray(others, dtype=np.float64))
+    return wilcoxon_rows(others - np.asarray(best, dtype=np.float64)[None, :])
+
+
+def wilcoxon_rows(diff: np.ndarray) -> np.ndarray:
+    """Two-sided Wilcoxon signed-rank p-value of each row of paired differences ``diff`` (k, n), in one
+    vectorised call (the rows of many tables at once); the rules of :func:`paired_pvalues`."""
     from scipy import stats
 
-    others = np.atleast_2d(np.asarray(others, dtype=np.float64))
-    diff = others - np.asarray(best, dtype=np.float64)[None, :]
+    diff = np.array(np.atleast_2d(diff), dtype=np.float64)
     diff[~np.isfinite(diff)] = np.nan
     out = np.full(diff.shape[0], np.nan)
     n_pairs = np.isfinite(diff).sum(axis=1)
     nonzero = (np.nan_to_num(diff) != 0).sum(axis=1)
     out[(n_pairs >= 2) & (nonzero == 0)] = 1.0
-    todo = np.flatnonzero((n_pairs >= 2) & (nonzero > 0))
-    if todo.size:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # scipy's note on ties / normal approximation
-            res = stats.wilcoxon(diff[todo], axis=1, nan_policy="omit", zero_method="wilcox")
-        out[todo] = np.asarray(res.pvalue, dtype=np.float64)
+    todo = (n_pairs >= 2) & (nonzero > 0)
+    # scipy picks exact / permutation / normal approximation from ties and zeros in the *whole* array it is
+    # given: rows are tested in batches that agree on that, so each row gets what testing it alone gives
+    complete = np.isfinite(diff).all(axis=1)
+    sorted_abs = np.sort(np.abs(diff), axis=1)
+    tied = (sorted_abs[:, 1:] == sorted_abs[:, :-1]).any(axis=1) | (diff == 0).any(axis=1)
+    batches = [np.flatnonzero(todo & complete & ~tied), np.flatnonzero(todo & complete & tied)]
+    batches += [np.array([i]) for i in np.flatnonzero(todo & ~complete)]  # NaNs: scipy drops them per row
+    for rows in batches:
+        if rows.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # scipy's note on ties / normal approximation
+                res = stats.wilcoxon(diff[rows], axis=1, nan_policy="omit", zero_method="wilcox")
+            out[rows] = np.asarray(res.pvalue, dtype=np.float64)
     return out
 
 

@@ -28,11 +28,16 @@ class SlowNearest(SRMethod):
         fail_load: bool = False,
         started: str | None = None,
         hold: str | None = None,
+        real: bool = False,
+        darken_per_step: float = 0.0,
         **options: Any,
     ) -> None:
         super().__init__(**options)
         self.delay, self.load_log, self.fail_load = float(delay), load_log, fail_load
         self.started, self.hold = started, hold
+        # real: labelled as real weights (a report test ranks it with real rows); darken_per_step: each step
+        # after the first darkens the output, so step counts give different, ordered scores
+        self.real, self.darken_per_step = bool(real), float(darken_per_step)
 
     def supported_steps(self) -> list[int]:
         return [1, 2, 3]
@@ -46,7 +51,7 @@ class SlowNearest(SRMethod):
         self._mark_loaded(device, dtype)
 
     def weights_info(self) -> WeightsInfo:
-        return WeightsInfo("none", real=False)
+        return WeightsInfo("none", real=self.real)
 
     def _upscale(self, lr: torch.Tensor, steps: int, generator: torch.Generator | None) -> torch.Tensor:
         if self.started:
@@ -54,4 +59,5 @@ class SlowNearest(SRMethod):
         while self.hold and Path(self.hold).exists():
             time.sleep(0.05)
         time.sleep(self.delay)
-        return F.interpolate(lr, scale_factor=4, mode="nearest")
+        out = F.interpolate(lr, scale_factor=4, mode="nearest")
+        return (out - self.darken_per_step * (steps - 1)).clamp(0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,10 @@ def test_collect_one_row_per_cell(runs: Path) -> None:
 
 def test_markdown_and_csv(runs: Path, tmp_path: Path) -> None:
     csv_path, md_path, md = write_leaderboard([runs], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     table = pd.read_csv(csv_path)
     assert (table["status"] == "done").sum() == 4 and (table["status"] == "failed").sum() == 1
-    assert md_path.read_text() == md
+    assert _squeeze(md_path.read_text()) == md
     assert "psnr ↑" in md and "niqe ↓" in md
     # protocols get separate tables; the crop128 bicubic row (30 dB) is not ranked against full-image rows
     full, crop = _section(md, "demo — protocol `full`"), _section(md, "demo — protocol `crop128`")
@@ -109,6 +111,11 @@ def test_markdown_and_csv(runs: Path, tmp_path: Path) -> None:
     assert "30.00" in crop and "**30.00**" not in crop  # a single row has no "best"
     assert "random" in md and "not results" in md
     assert "| demo | full | broken | 1 | failed | broken failed (test) |" in md
+
+
+def _squeeze(text: str) -> str:
+    """Markdown with the column padding tabulate adds collapsed: ``| a | 1 |`` whatever the widths."""
+    return re.sub(r" {2,}", " ", text)
 
 
 def _section(md: str, title: str) -> str:
@@ -133,6 +140,7 @@ def test_pareto_front() -> None:
 
 def test_ranks_and_plots(runs: Path, tmp_path: Path) -> None:
     csv_path, _, md = write_leaderboard([runs], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     df = pd.read_csv(csv_path)
     df = df[df["status"] == "done"]
     real_full = df[(df["protocol"] == "full") & (df["weights"] == "real")].set_index("method")
@@ -155,6 +163,7 @@ def test_tables_split_on_image_set_and_protocol_settings_and_say_why(tmp_path: P
     crop4 = {"name": "full", "crop_border": 4}
     _summary(root, "invsr", 1, "demo", "full", 25.0, 3.5, settings=crop4)
     _, _, md = write_leaderboard([root], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     main = _section(md, "demo — protocol `full`")
     assert "| realesrgan" in main and "| bicubic" in main and "dossr" not in main and "invsr" not in main
     other_images = _section(md, "demo — protocol `full` — images eeeeeeee")
@@ -176,6 +185,7 @@ def test_bold_only_where_the_best_is_significantly_better(tmp_path: Path) -> Non
     _summary(root, "b", 1, "demo", "full", 0, 7.0, psnr_images=worse)
     _summary(root, "c", 1, "demo", "full", 0, 5.0, psnr_images=close)
     csv_path, _, md = write_leaderboard([root], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     df = pd.read_csv(csv_path).set_index("method")
     raw_b = wilcoxon(np.subtract(worse, best)).pvalue
     raw_c = wilcoxon(np.subtract(close, best)).pvalue
@@ -191,6 +201,7 @@ def test_bold_only_where_the_best_is_significantly_better(tmp_path: Path) -> Non
     # without c, a is significantly best
     (root / "demo" / "full" / "c" / "steps1-seed0" / "summary.json").unlink()
     _, _, md = write_leaderboard([root], tmp_path / "lb2")
+    md = _squeeze(md)  # tabulate pads columns
     assert "**24.00** ± 0.50" in _section(md, "demo — protocol `full`")
 
 
@@ -204,6 +215,7 @@ def test_seeds_make_one_row_with_the_across_seed_sd_and_a_per_image_interval(tmp
         )
     _summary(root, "bicubic", 1, "demo", "full", 23.0, 7.0)
     csv_path, _, md = write_leaderboard([root], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     df = pd.read_csv(csv_path).set_index("method")
     row = df.loc["invsr"]
     assert row["seeds"] == "0,1,2" and row["n_seeds"] == 3
@@ -255,6 +267,7 @@ def test_malformed_summaries_are_listed_as_unreadable_and_the_rest_is_built(tmp_
     (root / "torn").mkdir()
     (root / "torn" / "summary.json").write_text('{"status": ')
     csv_path, _, md = write_leaderboard([root], tmp_path / "lb")
+    md = _squeeze(md)  # tabulate pads columns
     df = pd.read_csv(csv_path)
     reasons = dict(zip(df["run_dir"].map(lambda p: Path(p).name), df["reason"], strict=True))
     assert (df["status"] == "unreadable").sum() == 5
@@ -264,6 +277,36 @@ def test_malformed_summaries_are_listed_as_unreadable_and_the_rest_is_built(tmp_
     assert "Expecting value" in reasons["torn"]
     assert "| realesrgan | 1 | real | 24.00 ± 0.50 |" in md  # the table is still built
     assert "| demo | full | bicubic | 1 | skipped | bicubic skipped (test) |" in md
+
+
+def test_second_best_is_marked_only_where_it_beats_every_row_below(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    best = [24.0 + o for o in OFFSETS]
+    _summary(root, "a", 1, "demo", "full", 0, 4.0, psnr_images=best)
+    _summary(root, "b", 1, "demo", "full", 0, 5.0, psnr_images=[v - 1.0 for v in best])
+    _summary(root, "c", 1, "demo", "full", 0, 6.0, psnr_images=[v - 2.0 for v in best])
+    # d: just below b, but not on every image: b is not significantly better than d
+    d = [v - 1.0 + e for v, e in zip(best, [-0.3, 0.2, -0.3, 0.2, -0.3, 0.2, -0.3, 0.1], strict=True)]
+    _summary(root, "d", 1, "demo", "full", 0, 7.0, psnr_images=d)
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb", plots=False)[0]).set_index("method")
+    assert df.loc["a", "psnr_best_significant"] and not df.loc["b", "psnr_second_significant"]
+    (root / "demo" / "full" / "d" / "steps1-seed0" / "summary.json").unlink()
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb2", plots=False)[0]).set_index("method")
+    assert df.loc["b", "psnr_second_significant"] and not df.loc["c", "psnr_second_significant"]
+    # niqe: a < b < c < (d gone) on every image the same way: a bold, b second
+    assert df.loc["a", "niqe_best_significant"] and df.loc["b", "niqe_second_significant"]
+
+
+def test_a_rewritten_summary_is_read_again_not_taken_from_the_index(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _summary(root, "a", 1, "demo", "full", 24.0, 4.0)
+    cell = _summary(root, "b", 1, "demo", "full", 23.0, 7.0)
+    assert pd.read_csv(write_leaderboard([root], tmp_path / "lb", plots=False)[0])["psnr"].max() == 24.0
+    s = json.loads((cell / "summary.json").read_text())
+    s["metrics"]["psnr"]["mean"] = 30.0  # e.g. a rescored or rerun cell
+    (cell / "summary.json").write_text(json.dumps(s))
+    df = pd.read_csv(write_leaderboard([root], tmp_path / "lb2", plots=False)[0]).set_index("method")
+    assert df.loc["b", "psnr"] == 30.0
 
 
 def test_names_read_from_a_summary_never_choose_where_a_plot_is_written(tmp_path: Path) -> None:

@@ -44,6 +44,9 @@ PLACEHOLDERS = {
     r"dataset\.lr_dir=…": "dataset.lr_dir=data/realsr/LR",
     r"dataset\.hr_dir=…": "dataset.hr_dir=data/realsr/HR",
     r"(?<=\s)(\.\.\.|…)$": "method=bicubic dataset=demo",
+    r"\bSR_DIR\b": "data/SR",  # SR images made elsewhere (srbench score, method=precomputed)
+    r"\bHR_DIR\b|(?<=--hr )HR\b": "data/HR",
+    r"\bLR_DIR\b|(?<=--lr )LR\b": "data/LR",
 }
 
 #: pointers a clear offline error gives (what to run or where to put a file)
@@ -87,6 +90,11 @@ CHECKED_OTHERWISE: dict[str, tuple[str, str]] = {
     "srbench data fetch realsr --force": ("help", "downloads the data set again (network)"),
     "srbench leaderbord": ("typo", "the README's example of a typo"),
     "srbench data verify realsr_crop128": ("offline", DATA),
+    "srbench score $D/benchmark_realsr/results_osediff --name osediff --steps 1 --dataset realsr_crop128"
+    "      --protocol stablesr_paper --metrics psnr,ssim,niqe dataset.root=$D/benchmark_realsr": (
+        "help",
+        "needs OSEDiff's released outputs (a copy of its repository's preset/datasets)",
+    ),
     "srbench dataset=realsr_crop128 protocol=stablesr_paper method=realesrgan": ("offline", DATA),
     "srbench compare results/runs/realsr_crop128/stablesr_paper/realesrgan/steps1": (
         "offline",
@@ -207,6 +215,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.fromarray(lr).save(root / "data" / "realsr" / "LR" / f"img{i}_LR4.png")
         Image.fromarray(hr).save(root / "data" / "HR" / f"img{i}.png")
         Image.fromarray(lr).save(root / "data" / "LR" / f"img{i}.png")
+        (root / "data" / "SR").mkdir(exist_ok=True)  # outputs "made elsewhere" for srbench score
+        Image.fromarray(np.kron(lr, np.ones((4, 4, 1), dtype=np.uint8))).save(
+            root / "data" / "SR" / f"img{i}.png"
+        )
     Image.fromarray(rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)).save(root / "photo.png")
     (root / "offline").mkdir()
     return root

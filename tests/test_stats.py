@@ -54,3 +54,20 @@ def test_holm_step_down() -> None:
 def test_seed_sd() -> None:
     assert seed_sd([24.0, 24.1, 24.2]) == pytest.approx(0.1)
     assert seed_sd([24.0]) is None
+
+
+def test_rows_tested_together_get_what_testing_each_alone_gives() -> None:
+    """scipy chooses exact / permutation / normal approximation from ties and zeros in the whole array it is
+    given; rows of many tables tested in one call must each get their own test's p-value."""
+    from srbench.stats import wilcoxon_rows
+
+    rng = np.random.default_rng(1)
+    clean = rng.normal(0.3, 1.0, size=(3, 20))  # no ties: exact
+    tied = np.round(rng.normal(0.3, 1.0, size=(2, 20)), 1)  # ties: normal approximation for n = 20
+    tied[1, 0] = 0.0  # and a zero
+    holes = rng.normal(0.3, 1.0, size=(1, 20))
+    holes[0, 5] = np.nan
+    diff = np.vstack([clean, tied, holes])
+    together = wilcoxon_rows(diff)
+    alone = [st.wilcoxon(row[np.isfinite(row)]).pvalue for row in diff]
+    np.testing.assert_allclose(together, alone, rtol=1e-12)

@@ -7,7 +7,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -145,6 +145,32 @@ def lr_only_folder(name: str, lr_dir: str | Path, *, scale: int = 4) -> SRDatase
     return SRDataset(name, samples, scale, {"lr_dir": str(lr_dir), "unused": unused})
 
 
+class HROnlyDataset(SRDataset):
+    """HR images only (scoring SR images made elsewhere against them): each LR is made from its HR in memory
+    by antialiased bicubic downscaling by ``scale``; it sets the geometry the protocol crops."""
+
+    lr_in_memory: ClassVar[bool] = True  # the runner reads samples through :meth:`load`, not the LR file
+
+    def load(self, sample: Sample) -> tuple[torch.Tensor, torch.Tensor | None]:
+        import torch.nn.functional as F
+
+        hr = read_image(sample.lr_path)
+        _, h, w = hr.shape
+        size = (max(1, h // self.scale), max(1, w // self.scale))
+        lr = F.interpolate(hr[None], size=size, mode="bicubic", antialias=True, align_corners=False)
+        return lr[0].clamp(0, 1), hr
+
+
+def hr_only_folder(name: str, hr_dir: str | Path, *, hr_suffix: str = "", scale: int = 4) -> SRDataset:
+    """A folder of HR images without LR (``srbench score SR --hr HR``); its fingerprint has the HR hash in
+    the LR place too, so it never shares a table with a paired set."""
+    unused: list[dict[str, str]] = []
+    files = _by_id(_image_files(Path(hr_dir), unused), hr_suffix, unused)
+    samples = [Sample(k, files[k], files[k]) for k in sorted(files)]
+    meta = {"hr_dir": str(hr_dir), "unused": unused, "lr": f"bicubic x1/{scale} of each HR, in memory"}
+    return HROnlyDataset(name, samples, scale, meta)
+
+
 def demo_dataset(name: str = "demo", *, root: str | Path | None = None, seed: int = 0) -> SRDataset:
     """The built-in demo set (see :mod:`srbench.data.demo`), built on first use in the data cache."""
     from srbench.data.demo import build_demo
@@ -173,13 +199,15 @@ def build_dataset(cfg: Mapping[str, Any]) -> SRDataset:
         )
     elif kind == "lr_only":
         ds = lr_only_folder(name, _need(cfg, "lr_dir"), scale=scale)
+    elif kind == "hr_only":
+        ds = hr_only_folder(name, _need(cfg, "hr_dir"), hr_suffix=cfg.get("hr_suffix") or "", scale=scale)
     elif kind == "manifest":  # a named test set installed by `srbench data fetch NAME`
         from srbench.data.manifest import dataset_from_config
 
         ds = dataset_from_config(cfg)
     else:
         raise DatasetError(
-            f"dataset '{name}': unknown kind '{kind}' (expected demo, paired, lr_only or manifest)"
+            f"dataset '{name}': unknown kind '{kind}' (expected demo, paired, lr_only, hr_only or manifest)"
         )
     limit = cfg.get("limit")
     if limit:
