@@ -18,7 +18,7 @@ from srbench.fingerprint import FINGERPRINT_FILE, Changes, Fingerprint, compare,
 from srbench.identity import CellIdentity, differences, from_legacy
 from srbench.interface import SRBenchError
 from srbench.records import CONFIG, PER_IMAGE_CSV, PER_IMAGE_LOG, SUMMARY, PerImageLog, write_json
-from srbench.scoring import missing_images, stored_sets
+from srbench.scoring import float_scores_refusal, missing_images, stored_sets
 
 log = logging.getLogger("srbench")
 
@@ -74,6 +74,9 @@ def check_claim(run_dir: Path, ident: CellIdentity) -> dict[str, Any] | None:
         )
     added = sorted(set(current["scoring"]["metrics"]) - set(stored_sets(stored)[0]))
     if added:  # scores are a separate record: new metrics are added from the saved SR images
+        refusal = float_scores_refusal(run_dir, (current.get("outputs") or {}).get("protocol") or {})
+        if refusal:
+            raise CellRefused(refusal)
         rows = PerImageLog(Path(run_dir) / PER_IMAGE_LOG).rows()
         absent = missing_images(run_dir, rows)
         if absent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import difflib
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -194,30 +195,41 @@ class SRMethod(abc.ABC):
 
     @torch.inference_mode()
     def upscale_uint8(
-        self, lr: torch.Tensor, *, steps: int = 1, generator: torch.Generator | None = None
+        self,
+        lr: torch.Tensor,
+        *,
+        steps: int = 1,
+        generator: torch.Generator | None = None,
+        mode: str = "round",
     ) -> torch.Tensor:
-        """:meth:`upscale` rounded to 8 bits: (B,3,H,W) uint8 ``round(255 * clamp(upscale(lr), 0, 1))``, the
-        values a saved PNG holds, on the method's device.  With LR tiling the blended rows go straight to
-        the uint8 canvas, so no full-size float image exists: on a large input the peak is the uint8
-        canvas (a quarter of float32's) plus one band of tile rows."""
+        """:meth:`upscale` on 8 bits: (B,3,H,W) uint8 ``round(255 * clamp(upscale(lr), 0, 1))`` (``mode``
+        "round"), or ``floor(...)`` ("floor": the ``astype(uint8)`` truncation of StableSR's and DoSSR's
+        scripts), the values a saved PNG holds, on the method's device.  With LR tiling the blended rows go
+        straight to the uint8 canvas, so no full-size float image exists: on a large input the peak is the
+        uint8 canvas (a quarter of float32's) plus one band of tile rows."""
+        if mode not in ("round", "floor"):
+            raise ValueError(f"method '{self.name}': upscale_uint8 mode must be round or floor, got {mode!r}")
         x, expected = self._checked_input(lr, steps)
+        finish = functools.partial(self._round_rows, mode=mode)
         if self._use_lr_tiles(x):
             out = torch.empty(expected, dtype=torch.uint8, device=self.device)
-            return self._upscale_lr_tiles(x, steps, generator, out=out, finish=self._round_rows)
+            return self._upscale_lr_tiles(x, steps, generator, out=out, finish=finish)
         sr = self._upscale(x, steps, generator)
         self._check_output(sr, expected)
         out = torch.empty(expected, dtype=torch.uint8, device=sr.device)
         rows = max(1, (1 << 22) // max(1, sr.shape[0] * sr.shape[-1]))  # ~4M values per step
         for top in range(0, sr.shape[2], rows):
-            out[:, :, top : top + rows] = self._round_rows(sr[:, :, top : top + rows])
+            out[:, :, top : top + rows] = finish(sr[:, :, top : top + rows])
         return out
 
-    def _round_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """float rows -> ``round(255 * clamp(rows, 0, 1))`` as float (the same ops as upscale + quantize)."""
+    def _round_rows(self, rows: torch.Tensor, mode: str = "round") -> torch.Tensor:
+        """float rows -> ``round(255 * clamp(rows, 0, 1))`` (or ``floor``) as float: the same ops as upscale
+        + :func:`srbench.protocol.quantize_8bit`."""
         rows = rows.float()
         if not torch.isfinite(rows.sum()):
             raise self._nan_error()
-        return rows.clamp(0.0, 1.0).mul_(255.0).round_()
+        rows = rows.clamp(0.0, 1.0).mul_(255.0)
+        return rows.floor_() if mode == "floor" else rows.round_()
 
     def _upscale_lr_tiles(
         self,

@@ -18,6 +18,23 @@ import torch.nn.functional as F
 from srbench.interface import SRBenchError
 
 HR_MISMATCH = ("error", "crop")
+#: how the SR image goes to 8 bits before scoring: "round" (skimage.img_as_ubyte, diffusers' numpy_to_pil:
+#: InvSR), "floor" (``(x * 255).astype(uint8)`` truncation: StableSR, DoSSR, and torchvision's
+#: ToPILImage used by OSEDiff), "none" (score the float output)
+QUANTIZE = ("round", "floor", "none")
+
+
+def quantize_8bit(img: torch.Tensor, mode: str = "round") -> torch.Tensor:
+    """``img`` in [0,1] on the 8-bit grid as saving it the ``mode`` way and reading it back would give
+    (values k/255, float); "none" returns it unchanged."""
+    if mode == "none":
+        return img
+    scaled = img.clamp(0, 1).mul(255.0)
+    if mode == "round":
+        return scaled.round().div(255.0)
+    if mode == "floor":
+        return scaled.floor().div(255.0)
+    raise SRBenchError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
 
 
 @dataclass(frozen=True)
@@ -29,8 +46,9 @@ class Protocol:
     crop_border: int = 0
     #: PSNR/SSIM on the Y channel of YCbCr (BT.601) instead of RGB
     y_channel: bool = True
-    #: round SR to 8 bits before scoring, as the papers score saved PNGs
-    quantize: bool = True
+    #: SR to 8 bits before scoring as the authors' code saves PNGs: round | floor | none (:data:`QUANTIZE`;
+    #: the booleans of older configs mean round / none)
+    quantize: str = "round"
     description: str = ""
     #: HR not exactly scale x LR: "error" (name the sizes) or "crop" (LR and HR to their common top-left
     #: region on the LR grid: InvSR's cal_metrics_ref.py crops SR and GT to the common top-left min size)
@@ -42,6 +60,12 @@ class Protocol:
     reference: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.quantize, bool):  # protocols written before the modes existed
+            object.__setattr__(self, "quantize", "round" if self.quantize else "none")
+        if self.quantize not in QUANTIZE:
+            raise SRBenchError(
+                f"protocol '{self.name}': quantize must be one of {QUANTIZE}, got '{self.quantize}'"
+            )
         if self.hr_mismatch not in HR_MISMATCH:
             raise SRBenchError(
                 f"protocol '{self.name}': hr_mismatch must be one of {HR_MISMATCH}, got '{self.hr_mismatch}'"
@@ -65,6 +89,10 @@ class Protocol:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_8bit(self, sr: torch.Tensor) -> torch.Tensor:
+        """The SR image as this protocol scores it (:func:`quantize_8bit` with :attr:`quantize`)."""
+        return quantize_8bit(sr, self.quantize)
 
     def _resize_short_side(self, lr: torch.Tensor) -> torch.Tensor:
         size = int(self.lr_resize_short_side)  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ from srbench.records import (
 from srbench.scoring import (
     IMAGES,
     add_set,
+    float_scores_refusal,
     metric_stat,
     missing_images,
     ordered,
@@ -231,6 +232,9 @@ def rescore_cell(
             f"dataset {dataset.name} changed since this cell ran (fingerprint {recorded[:8]} -> "
             f"{fp.sha256[:8]}): rerun the cell (it keeps the rows of unchanged images) instead",
         )
+    refusal = float_scores_refusal(run_dir, plain["protocol"])
+    if refusal:
+        return Rescored(run_dir, "refused", [], refusal)
     protocol = Protocol.from_config(plain["protocol"])
     scale = int(create_method(dict(plain["method"])).scale)
     with CellLock(run_dir, wait=wait_for_lock):

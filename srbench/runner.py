@@ -13,6 +13,7 @@ the method (bicubic "used" 1 GB).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib
 import json
 import logging
@@ -432,6 +433,11 @@ def _run_claimed(
     if external_record is not None:
         summary["external"] = external_record
     summary["metric_notes"] = dict(getattr(metrics, "notes", {}))
+    if protocol.quantize == "none":  # set-level metrics read the saved PNGs, which are 8-bit
+        notes = summary["metric_notes"]
+        for name in [n for n in summary["metrics"] if n in (metrics.set_level or [])]:
+            note = "from the saved 8-bit PNGs (quantize none: the per-image metrics scored the float SR)"
+            notes[name] = "; ".join(filter(None, [notes.get(name), note]))
     summary["metric_options"] = dict(getattr(metrics, "options", {}))
     # False: a stand-in (e.g. random backbone) file was used; such scores are not results
     summary["metric_weights_verified"] = dict(getattr(metrics, "weights_verified", {}))
@@ -446,6 +452,13 @@ def _run_claimed(
     write_json(summary_path, summary)
     wb.finish(summary, rows)
     return CellOutcome(summary["status"], run_dir, summary, summary.get("reason", ""))
+
+
+def _upscale_for(method: SRMethod, protocol: Protocol) -> Any:
+    """The upscale call that gives the SR the protocol scores: 8-bit by ``protocol.quantize`` or float."""
+    if protocol.quantize == "none":
+        return method.upscale
+    return functools.partial(method.upscale_uint8, mode=protocol.quantize)
 
 
 def _warm_up(
@@ -467,7 +480,7 @@ def _warm_up(
         except (ImageReadError, SRBenchError):
             continue
         method.timer = None
-        upscale = method.upscale_uint8 if protocol.quantize else method.upscale
+        upscale = _upscale_for(method, protocol)
         try:
             for _ in range(n):
                 upscale(lr[None], steps=steps, generator=torch.Generator("cpu").manual_seed(0))
@@ -514,8 +527,9 @@ def _process(
     memory = memory or MemoryProbe(device)
     memory.start()  # before the timer: trimming the heap is not the method's time
     timer.reset()
-    # with quantize (every paper protocol) the SR is made as 8 bits: no full-size float copy of it exists
-    upscale = method.upscale_uint8 if protocol.quantize else method.upscale
+    # with quantize round | floor (every paper protocol) the SR is made as 8 bits the way the protocol's
+    # authors save PNGs: no full-size float copy of it exists; quantize none scores the float output
+    upscale = _upscale_for(method, protocol)
     try:
         with timer.stage("total"):
             sr = upscale(lr[None], steps=steps, generator=generator)
@@ -529,7 +543,8 @@ def _process(
         log.debug("upscale failed on %s:\n%s", sample.id, traceback.format_exc())
         row.update(status="error", stage="upscale", error=f"{type(exc).__name__}: {exc}")
         return row, None, None
-    sr = sr[0].cpu()
+    sr = sr[0].cpu()  # uint8 (round | floor), float for quantize none
+    row["quantize"] = protocol.quantize
     if images_dir is not None:
         save_sr_png(sr, images_dir / f"{sample.id}.png")
     try:

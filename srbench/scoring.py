@@ -95,6 +95,23 @@ def missing_images(run_dir: Path, rows: Iterable[Mapping[str, Any]]) -> list[str
     ]
 
 
+def float_scores_refusal(run_dir: Path, protocol: Mapping[str, Any]) -> str | None:
+    """Why scores cannot be added from ``images/`` of a cell whose protocol (its config dict) has ``quantize:
+    none``: its scores are of the float SR, the saved PNGs are 8-bit, so the two would be mixed; else None."""
+    from srbench.protocol import Protocol
+
+    if not protocol or "name" not in protocol:  # a legacy record without its protocol
+        return None
+    proto = Protocol.from_config(dict(protocol))
+    if proto.quantize != "none":
+        return None
+    return (
+        f"{run_dir}: protocol '{proto.name}' has quantize none: its scores are of the float SR output but "
+        "images/ holds 8-bit PNGs, so metrics added from them would not match; nothing was written (rerun "
+        "the cell: overwrite=true, with every metric you need)"
+    )
+
+
 def score_set_level(
     suite: MetricSuite,
     run_dir: Path,

@@ -96,7 +96,7 @@ def test_never_compares_across_protocols_or_steps() -> None:
     assert not steps.lines and 1 in steps.other_steps and 5 in steps.other_steps
     # the DM-SR paper's InvSR numbers are only used under the DM-SR protocol
     dm = compare_summary(_summary(dataset="realsr_crop128", protocol="dmsr_paper"), refs)
-    assert dm.lines and {ln.paper for ln in dm.lines} == {"DM-SR (ICLR 2026)"}
+    assert dm.lines and {ln.paper for ln in dm.lines} == {"DM-SR (under review)"}
     st = compare_summary(_summary(dataset="realsr_crop128", protocol="stablesr_paper"), refs)
     assert not st.lines  # StableSR's paper has no InvSR row
 

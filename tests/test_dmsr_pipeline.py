@@ -180,6 +180,18 @@ def test_method_fixed_timestep_option(tiny: dict[str, Path]) -> None:
     assert m.last_t_hat == [50.0]
     with pytest.raises(SRBenchError, match="t_max"):
         create_method("dmsr", checkpoint=str(tiny["ckpt"]), timestep=700).load("cpu")
+    # Tab. 3's "t = 500": the top of t̂ ∈ [0, 500] is the last bin, index 499 (t_max)
+    top = create_method("dmsr", checkpoint=str(tiny["ckpt"]), tile_size=16, timestep=500)
+    top.load("cpu")
+    out = top.upscale(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), steps=1)
+    assert top.last_t_hat == [499.0] and "fixed timestep 500 (index 499)" in top.weights_info().detail
+    last = create_method("dmsr", checkpoint=str(tiny["ckpt"]), tile_size=16, timestep=499)
+    last.load("cpu")
+    assert torch.equal(
+        out, last.upscale(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), steps=1)
+    )
+    with pytest.raises(SRBenchError, match=r"outside \[0, 500\].*t = 500 runs index 499"):
+        create_method("dmsr", checkpoint=str(tiny["ckpt"]), timestep=501).load("cpu")
 
 
 def test_method_errors(tiny: dict[str, Path], tmp_path: Path) -> None:

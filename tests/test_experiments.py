@@ -60,6 +60,23 @@ def test_paper_settings_are_the_papers() -> None:
     assert Path(conf_dir()).is_dir()
 
 
+def test_dmsr_experiments_run_the_reference_rows_datasets() -> None:
+    from srbench.reference.compare import load_reference
+
+    refs = [r for r in load_reference() if r.paper.startswith("DM-SR") and r.protocol == "dmsr_paper"]
+    t1 = _compose("dmsr_table1")
+    swept = set(str(t1.hydra.sweeper.params["dataset"]).split(","))
+    assert swept == {r.dataset for r in refs if r.table == "Tab. 1"}  # realsr_crop128, not full realsr
+    assert t1.dataset.name in swept
+    t3 = _compose("dmsr_table3")
+    timesteps = {int(t) for t in str(t3.hydra.sweeper.params["method.timestep"]).split(",")}
+    rows = {r.setting for r in refs if r.table == "Tab. 3"}
+    assert {f"timestep={t}" for t in timesteps} == rows and 500 in timesteps
+    assert t3.dataset.name == "realset80" and {r.dataset for r in refs if r.table == "Tab. 3"} == {
+        "realset80"
+    }
+
+
 @pytest.mark.parametrize(
     ("launcher", "target"),
     [

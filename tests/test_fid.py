@@ -116,16 +116,14 @@ def test_a_cell_scores_fid_once_and_the_leaderboard_says_set_level(pyiqa_cache: 
     (data / "LR").mkdir()
     for p in hr:
         Image.open(p).resize((16, 16), Image.BICUBIC).save(data / "LR" / p.name)
-    cfg = compose(
-        [
-            "method=bicubic",
-            "dataset=paired",
-            f"dataset.lr_dir={data / 'LR'}",
-            f"dataset.hr_dir={data / 'HR'}",
-            "metrics.names=[psnr,fid]",
-            f"out_dir={runs}",
-        ]
-    )
+    cfg_args = [
+        "method=bicubic",
+        "dataset=paired",
+        f"dataset.lr_dir={data / 'LR'}",
+        f"dataset.hr_dir={data / 'HR'}",
+        "metrics.names=[psnr,fid]",
+    ]
+    cfg = compose([*cfg_args, f"out_dir={runs}"])
     cell = cell_dir(cfg, runs)
     assert run_cell(cfg, cell).status == "done"
     s = json.loads((cell / "summary.json").read_text())
@@ -137,3 +135,10 @@ def test_a_cell_scores_fid_once_and_the_leaderboard_says_set_level(pyiqa_cache: 
     row = pd.read_csv(csv_path).iloc[0]
     assert row["fid_ci95"] == "set-level" and row["fid_p"] == "set-level"
     assert re.search(r"\| [0-9.]+ \(set-level\) \|", re.sub(r" {2,}", " ", md))
+    # quantize none scores the float SR per image; FID reads the 8-bit PNGs: the summary says so
+    assert "quantize none" not in s["metric_notes"].get("fid", "")
+    none = compose([*cfg_args, "protocol.quantize=none", f"out_dir={tmp_path / 'none'}"])
+    cell = cell_dir(none, tmp_path / "none")
+    assert run_cell(none, cell).status == "done"
+    notes = json.loads((cell / "summary.json").read_text())["metric_notes"]
+    assert "8-bit PNGs (quantize none" in notes["fid"] and "quantize" not in notes["psnr"]

@@ -131,6 +131,20 @@ def test_upscale_uint8_is_the_rounded_upscale(lr_tile: int | None) -> None:
         bad.upscale_uint8(lr)
 
 
+@pytest.mark.parametrize("lr_tile", [None, 24])
+def test_upscale_uint8_floor_truncates_as_the_authors_astype(lr_tile: int | None) -> None:
+    """protocol quantize=floor (StableSR, DoSSR): ``(255 * clip(x, 0, 1)).astype(np.uint8)``, tiled or not."""
+    m = create_method({"name": "bicubic", "lr_tile": lr_tile, "lr_tile_overlap": 8})
+    m.load("cpu")
+    lr = _photo(60, 90)[None]
+    sr = m.upscale(lr)[0].permute(1, 2, 0).numpy()
+    floor = m.upscale_uint8(lr, mode="floor")[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(floor, (255.0 * np.clip(sr, 0, 1)).astype(np.uint8))
+    assert (floor != m.upscale_uint8(lr, mode="round")[0].permute(1, 2, 0).numpy()).any()
+    with pytest.raises(ValueError, match="round or floor"):
+        m.upscale_uint8(lr, mode="none")
+
+
 def test_tiled_upscale_uint8_never_holds_a_full_size_float_image() -> None:
     """Bicubic x4 of a 256x64 LR with lr_tile=32: the float canvas would be 1024x256x3 fp32 (3.1 MB);
     upscale_uint8 keeps only bands about one tile (128 rows) high, upscale() holds the whole canvas."""

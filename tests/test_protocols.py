@@ -173,3 +173,76 @@ def test_hydra_composes_the_dataset_and_protocol_groups(dataset: str, protocol: 
     plain = OmegaConf.to_container(cfg, resolve=False)
     assert plain["dataset"]["kind"] == "manifest" and plain["dataset"]["name"] == dataset
     assert Protocol.from_config(plain["protocol"]).name == protocol
+
+
+# ---- 8-bit quantisation per protocol ------------------------------------------------------------------
+def _hostile() -> torch.Tensor:
+    """Values on, just below, just above and exactly half-way between 8-bit levels, and out of range."""
+    k = torch.arange(0, 256, dtype=torch.float32)
+    vals = torch.cat([k, k + 0.5, k + 0.999, k + 0.001, torch.tensor([-3.0, -0.4, 255.6, 400.0])]) / 255
+    return vals.view(1, 1, -1).expand(3, 4, -1).clone()
+
+
+def test_round_and_floor_are_what_the_authors_save() -> None:
+    from skimage import img_as_ubyte
+
+    from srbench.protocol import quantize_8bit
+
+    x = _hostile()
+    hwc = x.permute(1, 2, 0).numpy()
+    # InvSR: skimage.img_as_ubyte on the clamped output (utils/util_image.py imwrite)
+    want_round = img_as_ubyte(np.clip(hwc, 0, 1)).astype(np.float32) / 255
+    # StableSR / DoSSR: (255. * x).astype(np.uint8) after the clamp (truncation)
+    want_floor = (255.0 * np.clip(hwc, 0, 1)).astype(np.uint8).astype(np.float32) / 255
+    got_round = quantize_8bit(x, "round").permute(1, 2, 0).numpy()
+    got_floor = quantize_8bit(x, "floor").permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(got_round, want_round)
+    np.testing.assert_array_equal(got_floor, want_floor)
+    assert (got_round != got_floor).any()
+    assert torch.equal(quantize_8bit(x, "none"), x)
+    with pytest.raises(SRBenchError, match="quantize must be one of"):
+        quantize_8bit(x, "ceil")
+
+
+def test_each_paper_protocol_quantises_as_its_authors_code() -> None:
+    modes = {n: load(n).quantize for n in ("invsr_paper", "stablesr_paper", "dossr_paper", "seesr_paper")}
+    assert modes == {
+        "invsr_paper": "round",  # img_as_ubyte
+        "stablesr_paper": "floor",  # astype(np.uint8)
+        "dossr_paper": "floor",  # astype(np.uint8)
+        "seesr_paper": "floor",  # ToPILImage: mul(255).byte()
+    }
+    assert load("dmsr_paper").quantize == "round" and load("full").quantize == "round"
+    # booleans of older configs keep their meaning; a bad mode names the protocol
+    assert Protocol(name="old", quantize=True).quantize == "round"  # type: ignore[arg-type]
+    assert Protocol(name="old", quantize=False).quantize == "none"  # type: ignore[arg-type]
+    with pytest.raises(SRBenchError, match="protocol 'x': quantize must be one of"):
+        Protocol(name="x", quantize="truncate")
+
+
+def test_the_runner_scores_the_quantised_sr_and_records_the_mode(tmp_path: Path) -> None:
+    import methods.bicubic  # noqa: F401  (registers "bicubic")
+    from srbench.runner import run_cell
+
+    data = _pairs(tmp_path / "data", hr_extra=0)
+    rows = {}
+    for mode in ("round", "floor", "none"):
+        cfg = _cfg(data, "full")
+        cfg["protocol"]["quantize"] = mode
+        cfg["save_images"] = True
+        out = run_cell(cfg, tmp_path / mode)
+        rows[mode] = [json.loads(line) for line in (out.run_dir / "per_image.jsonl").read_text().splitlines()]
+        assert all(r["quantize"] == mode for r in rows[mode])
+    psnr = {m: [r["psnr"] for r in rs] for m, rs in rows.items()}
+    assert len({tuple(v) for v in psnr.values()}) == 3  # the mode changes the score
+    # the saved PNG of a floor run is the truncated SR
+    from srbench.protocol import quantize_8bit
+    from srbench.registry import create_method
+
+    m = create_method("bicubic")
+    m.load("cpu")
+    lr = torch.from_numpy(np.asarray(Image.open(data / "LR" / "im0.png"), dtype=np.float32) / 255)
+    sr = m.upscale(lr.permute(2, 0, 1)[None], steps=1)[0]
+    png = np.asarray(Image.open(tmp_path / "floor" / "images" / "im0.png"))
+    want = (quantize_8bit(sr, "floor") * 255).round().byte().permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(png, want)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from srbench.claim import CellRefused
 from srbench.data.demo import centre_crop, load_photo
 from srbench.records import PerImageLog
 from srbench.rescore import rescore_cli
@@ -153,3 +154,30 @@ def test_rescore_refuses_cells_without_images_or_on_a_changed_dataset(tmp_path: 
     snapshot = _mtimes(cell)
     assert rescore_cli([str(cell), "--metrics", "ssim"]) == 1
     assert "changed since this cell ran" in capsys.readouterr().out and _mtimes(cell) == snapshot
+
+
+def test_a_quantize_none_cell_is_never_rescored_from_its_8bit_pngs(tmp_path: Path, capsys) -> None:
+    """quantize none scores the float SR; the saved PNGs are 8-bit: scores added from them would not match."""
+    _data(tmp_path / "data")
+    runs = tmp_path / "runs"
+    cfg = _cfg(tmp_path, runs, "psnr", "protocol.quantize=none")
+    cell = cell_dir(cfg, runs)
+    assert run_cell(cfg, cell).status == "done"
+    assert (cell / "images" / "astronaut.png").is_file()
+    snapshot = _mtimes(cell)
+    assert rescore_cli([str(cell), "--metrics", "ssim"]) == 1
+    out = capsys.readouterr().out
+    refused = [line for line in out.splitlines() if line.startswith("[refused]")]
+    assert len(refused) == 1 and str(cell) in refused[0] and "quantize none" in refused[0]
+    assert _mtimes(cell) == snapshot
+    # a run asking the cell for a new metric is refused the same way, nothing written, the model not run
+    again = _cfg(tmp_path, runs, "psnr,ssim", "protocol.quantize=none")
+    with pytest.raises(CellRefused, match="has quantize none") as refusal:
+        run_cell(again, cell)
+    assert str(cell) in str(refusal.value) and "\n" not in str(refusal.value)
+    assert _mtimes(cell) == snapshot
+    # the same cell under a rounding protocol is rescored from its PNGs
+    rounded = _cfg(tmp_path, tmp_path / "round", "psnr")
+    cell = cell_dir(rounded, tmp_path / "round")
+    assert run_cell(rounded, cell).status == "done"
+    assert rescore_cli([str(cell), "--metrics", "ssim"]) == 0

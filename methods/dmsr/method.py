@@ -1,6 +1,7 @@
-"""DM-SR (ICLR 2026 submission "Bridging the Distribution Gap to Harness Pre-trained Diffusion Priors for
-Super-Resolution") as an srbench method.  No official code or weights exist: the timestep estimator T and
-the encoder E_θ come from a checkpoint trained with ``srbench train dmsr`` (methods/dmsr/README.md).
+"""DM-SR ("Bridging the Distribution Gap to Harness Pre-trained Diffusion Priors for Super-Resolution", an
+anonymous submission under review) as an srbench method.  No official code or weights exist: the timestep
+estimator T and the encoder E_θ come from a checkpoint trained with ``srbench train dmsr``
+(methods/dmsr/README.md).
 
 Per LR tile (``methods/dmsr/pipeline.py`` has the formulas):
 
@@ -76,8 +77,8 @@ class DMSR(SRMethod):
         tile_stride = int(tile_size) // 2 if tile_stride is None else int(tile_stride)
         if not 0 < tile_stride <= int(tile_size):
             raise SRBenchError(f"dmsr: tile_stride must be in 1..tile_size, got {tile_stride}")
-        if timestep is not None and not 0 <= int(timestep) <= 999:
-            raise SRBenchError(f"dmsr: timestep must be in [0, 999], got {timestep}")
+        if timestep is not None and not 0 <= int(timestep) <= 1000:
+            raise SRBenchError(f"dmsr: timestep must be in [0, 1000], got {timestep}")
         self.checkpoint = checkpoint
         self.model = model
         self.prompt = prompt
@@ -86,6 +87,7 @@ class DMSR(SRMethod):
         self.tiles_per_batch = int(tiles_per_batch)
         self.blend_dtype = blend_dtype_of(blend_dtype, "dmsr")
         self.pipe: Any = None
+        self._t_fixed: int | None = None  # the timestep index a fixed ``timestep`` runs
         self.last_t_hat: list[float] = []  # t̂ of every tile of the last call (for logging)
         self._info: WeightsInfo | None = None
 
@@ -111,8 +113,7 @@ class DMSR(SRMethod):
             fetch_hint="dmsr",
         )
         _check_compatible(ck.encoder.config(), sd.vae.config, model)
-        if self.timestep is not None and self.timestep > ck.config.t_max:
-            raise SRBenchError(f"dmsr: timestep {self.timestep} > the checkpoint's t_max {ck.config.t_max}")
+        t_fixed = fixed_timestep(self.timestep, ck.config.t_max)
         prompt = ck.config.prompt if self.prompt is None else self.prompt
         prompts = PromptEmbeddingCache(sd.tokenizer, sd.text_encoder)
         prompt_embeds = prompts.encode(prompt, device=device, dtype=dtype)
@@ -136,8 +137,10 @@ class DMSR(SRMethod):
         self._info = WeightsInfo(
             id=f"{Path(str(self.checkpoint)).name} (srbench-trained DM-SR) + {model}",
             real=bool(ck.config.real) and not random,
-            detail=f"checkpoint {self.checkpoint}; trained iterations {iters}; prompt {prompt!r}",
+            detail=f"checkpoint {self.checkpoint}; trained iterations {iters}; prompt {prompt!r}"
+            + (f"; fixed timestep {self.timestep} (index {t_fixed})" if t_fixed is not None else ""),
         )
+        self._t_fixed = t_fixed
         self._mark_loaded(device, dtype)
 
     def weights_info(self) -> WeightsInfo:
@@ -150,10 +153,10 @@ class DMSR(SRMethod):
         pipe = self.pipe
         with self.stage("estimate"):
             i_lr = pipe.upsample(lr)
-            if self.timestep is None:
+            if self._t_fixed is None:
                 t_hat, t = pipe.estimate(i_lr)
             else:
-                t_hat = torch.full((lr.shape[0],), float(self.timestep), device=lr.device)
+                t_hat = torch.full((lr.shape[0],), float(self._t_fixed), device=lr.device)
                 t = t_hat.long()
         self.last_t_hat.extend(float(v) for v in t_hat)
         with self.stage("encode"):
@@ -185,6 +188,21 @@ class DMSR(SRMethod):
             )
         s = self.scale
         return out[:, :, top * s : (top + h) * s, left * s : (left + w) * s].float()
+
+
+def fixed_timestep(timestep: int | None, t_max: int) -> int | None:
+    """The index a fixed ``timestep`` runs: itself in [0, t_max]; the paper's top value t_max + 1 (its
+    "t̂ ∈ [0, 500]", Tab. 3's "t = 500") is the last of the 500 bins 0…t_max of Eq. 10, so it maps to
+    t_max; anything larger is an error."""
+    if timestep is None:
+        return None
+    t = int(timestep)
+    if not 0 <= t <= t_max + 1:
+        raise SRBenchError(
+            f"dmsr: timestep {t} is outside [0, {t_max + 1}] (the checkpoint's t_max is {t_max}; "
+            f"the paper's t = {t_max + 1} runs index {t_max})"
+        )
+    return min(t, t_max)
 
 
 def _lr_multiple(vae_config: Any, unet_config: Any, scale: int) -> int:

@@ -44,7 +44,8 @@ def multistep_timesteps(t_hat: torch.Tensor, steps: int, t_max: int) -> list[tor
 
 
 def _abar(alphas_cumprod: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return alphas_cumprod.to(t.device)[t].float().view(-1, *([1] * (like.ndim - 1)))
+    """ᾱ_t shaped to broadcast over ``like``, on ``like``'s device (t may come from elsewhere)."""
+    return alphas_cumprod.to(like.device)[t.to(like.device)].float().view(-1, *([1] * (like.ndim - 1)))
 
 
 def x0_from_eps(

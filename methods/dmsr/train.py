@@ -118,7 +118,53 @@ class TrainState:
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (round(float(v), 6) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in d.items()}
+    return {
+        k: (
+            round(float(v), 6) if isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool) else v
+        )
+        for k, v in d.items()
+    }
+
+
+@dataclass
+class EncoderForward:
+    """One stage-2 batch after the forward pass (Eq. 2): I_LR, X_HR^0, t, X, ε_SR and Z_SR."""
+
+    i_lr: torch.Tensor
+    x_hr: torch.Tensor
+    t: torch.Tensor
+    x: torch.Tensor
+    eps_sr: torch.Tensor
+    z: torch.Tensor
+
+
+@dataclass
+class EncoderParts:
+    latent_lpips: torch.nn.Module
+    disc: torch.nn.Module
+    fake_unet: torch.nn.Module | None
+    target_lpips: torch.nn.Module | None
+
+
+def timestep_histogram(t: torch.Tensor, t_max: int, bins: int = 10) -> list[int]:
+    """Counts of ``t`` in ``bins`` equal bins over [0, t_max + 1)."""
+    idx = (t.detach().float().clamp(0, t_max) * bins / (t_max + 1)).floor().long().clamp_(0, bins - 1)
+    return torch.bincount(idx.view(-1).cpu(), minlength=bins).tolist()
+
+
+def is_collapsed(t_hat_hist: list[int], ref_hist: list[int]) -> bool:
+    """The estimator sends every input to one bin while its targets occupy several."""
+    return sum(1 for n in t_hat_hist if n) == 1 and sum(1 for n in ref_hist if n) > 1
+
+
+def disc_optimizer(params: list[torch.nn.Parameter], c: Any) -> torch.optim.Optimizer:
+    """The discriminator's optimiser: Adam with InvSR's lr_dis 5e-5 and weight_decay_dis 1e-3 (InvSR
+    trainer.py ``optimizer_dis = torch.optim.Adam``: weight decay as an L2 term), or AdamW."""
+    kind = str(c.get("disc_optimizer", "adam"))
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(kind)
+    if cls is None:
+        raise ValueError(f"encoder.disc_optimizer must be adam|adamw, got {kind}")
+    return cls(params, lr=float(c.disc_lr), weight_decay=float(c.disc_weight_decay))
 
 
 class DMSRTrainer:
@@ -272,9 +318,6 @@ class DMSRTrainer:
 
     # ---- stage 1: timestep estimator (§3.1) -----------------------------------------------------
     def train_estimator(self, resume: dict[str, Any] | None) -> None:
-        from methods.dmsr.losses import lpips_timestep_target
-        from methods.dmsr.pipeline import upsample_lr
-
         c = self.cfg.estimator
         total = int(c.iterations)
         lpips_fn = build_lpips_target(str(c.lpips_net), bool(c.lpips_pretrained_backbone)).to(self.device)
@@ -286,41 +329,71 @@ class DMSRTrainer:
             start = int(resume["iteration"])
         self.estimator.train().requires_grad_(True)
         it = start
+        seen_hat: list[torch.Tensor] = []
+        seen_gt: list[torch.Tensor] = []
         for batch in self.loader("estimator", start, total, int(c.batch_size)):
             hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
-            i_lr = upsample_lr(lr, int(self.cfg.data.scale))
-            t_gt = lpips_timestep_target(lpips_fn, i_lr, hr, scale=float(c.target_scale), t_max=self.t_max)
-            with self.autocast():
-                t_hat = self.estimator(i_lr)
-            loss = F.l1_loss(t_hat.float(), t_gt)  # brief §6.6: L1 regression
+            loss, t_hat, t_gt = self.estimator_loss(hr, lr, lpips_fn)
             self._step(loss, opt, params)
+            seen_hat.append(t_hat.detach().float().cpu())
+            seen_gt.append(t_gt.detach().float().cpu())
             it += 1
             self.state.iteration = it
             if it % int(self.cfg.log_every) == 0 or it == total:
                 rmse = (t_hat.detach() - t_gt).pow(2).mean().sqrt()
-                self._log("estimator", it, {"loss": loss.detach(), "rmse": rmse, "t_gt_mean": t_gt.mean()})
+                vals: dict[str, Any] = {"loss": loss.detach(), "rmse": rmse, "t_gt_mean": t_gt.mean()}
+                vals.update(self.collapse_report(torch.cat(seen_hat), torch.cat(seen_gt), "estimator", it))
+                self._log("estimator", it, vals)
+                seen_hat, seen_gt = [], []
             if it % int(self.cfg.save_every) == 0 or it == total:
                 self.save({"opt": opt.state_dict(), "iteration": it})
         self.estimator.eval().requires_grad_(False)
 
+    def estimator_loss(
+        self, hr: torch.Tensor, lr: torch.Tensor, lpips_fn: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage 1 on one batch: t_gt = clamp(s·LPIPS(I_LR, I_HR), 0, t_max) (§3.1), t̂ = T(I_LR), loss =
+        L1(t̂, t_gt) (brief §6.6).  Returns (loss, t̂, t_gt)."""
+        from methods.dmsr.losses import lpips_timestep_target
+        from methods.dmsr.pipeline import upsample_lr
+
+        c = self.cfg.estimator
+        i_lr = upsample_lr(lr, int(self.cfg.data.scale))
+        t_gt = lpips_timestep_target(lpips_fn, i_lr, hr, scale=float(c.target_scale), t_max=self.t_max)
+        with self.autocast():
+            t_hat = self.estimator(i_lr)
+        return F.l1_loss(t_hat.float(), t_gt), t_hat, t_gt
+
+    def collapse_report(
+        self, t_hat: torch.Tensor, t_ref: torch.Tensor, stage: str, it: int
+    ) -> dict[str, Any]:
+        """Histograms of t̂ and of the reference t over [0, t_max] (``collapse_bins`` bins) since the last
+        report; *collapse* = every t̂ in one bin while the references spread over several (a tiny run
+        once sent every input to one bin).  Logged as a warning and recorded in train_log.jsonl."""
+        hat = timestep_histogram(t_hat, self.t_max, self._bins())
+        ref = timestep_histogram(t_ref, self.t_max, self._bins())
+        collapsed = is_collapsed(hat, ref)
+        if collapsed:
+            log.warning(
+                "%s %d: timestep estimator collapsed: every t̂ in one bin %s while the targets span %s",
+                stage,
+                it,
+                hat,
+                ref,
+            )
+        return {"t_hat_hist": hat, "t_ref_hist": ref, "collapsed": collapsed}
+
+    def _bins(self) -> int:
+        return int(self.cfg.get("collapse_bins", 10))
+
     # ---- stage 2: encoder (§3.2–3.5) ------------------------------------------------------------
-    def train_encoder(self, resume: dict[str, Any] | None) -> None:
+    def encoder_parts(self) -> EncoderParts:
+        """The networks stage 2 trains or scores with besides E_θ: latent LPIPS, the LR-conditioned
+        discriminator (App. A.1), the DMD "fake" score (``dm_score=fake`` only), the LPIPS of the
+        ``timestep_source=target`` ablation."""
         from methods.dmsr.discriminator import ControlNetDiscriminator
-        from methods.dmsr.estimator import discretize_timestep
-        from methods.dmsr.losses import (
-            d_loss,
-            dm_grad,
-            eps_target,
-            g_loss,
-            lpips_timestep_target,
-            surrogate,
-        )
-        from methods.dmsr.pipeline import add_noise, upsample_lr, x0_from_eps
-        from srbench.diffusion.vae import vae_encode
 
         c = self.cfg.encoder
-        w = c.losses
-        total = int(c.iterations)
         sd = self.sd
         vae_down = 2 ** (len(sd.vae.config.block_out_channels) - 1)
         latent_lpips = build_latent_lpips(_plain(c.latent_lpips), int(c.latent_lpips_width_div)).to(
@@ -343,12 +416,113 @@ class DMSRTrainer:
             )
         elif str(c.timestep_source) != "estimated":
             raise ValueError(f"encoder.timestep_source must be estimated|target, got {c.timestep_source}")
+        return EncoderParts(latent_lpips, disc, fake_unet, target_lpips)
+
+    def encoder_forward(self, hr: torch.Tensor, lr: torch.Tensor, target_lpips: Any = None) -> EncoderForward:
+        """One batch through DM-SR as trained: X_HR^0 = VAE latent of the HR (no gradient), t from the
+        frozen T (or the LPIPS target), X = E_θ(I_LR, t), ε_SR = μ_ψ(X, t) and Z = (X − √(1−ᾱ)ε_SR)/√ᾱ
+        (Eq. 2) -- gradients flow from Z and ε_SR back to E_θ through the frozen UNet."""
+        from methods.dmsr.estimator import discretize_timestep
+        from methods.dmsr.losses import lpips_timestep_target
+        from methods.dmsr.pipeline import upsample_lr, x0_from_eps
+        from srbench.diffusion.vae import vae_encode
+
+        i_lr = upsample_lr(lr, int(self.cfg.data.scale))
+        with torch.no_grad():
+            x_hr = vae_encode(
+                self.sd.vae, hr * 2 - 1, sample=bool(self.cfg.encoder.hr_latent_sample), generator=self.gen
+            ).float()
+            if target_lpips is None:
+                t = discretize_timestep(self.estimator(i_lr), self.t_max)  # T frozen (stage 1)
+            else:
+                scale = float(self.cfg.estimator.target_scale)  # stage 1's t_gt (§3.1)
+                t_gt = lpips_timestep_target(target_lpips, i_lr, hr, scale=scale, t_max=self.t_max)
+                t = discretize_timestep(t_gt, self.t_max)
+        with self.autocast():
+            x = self.pipe.encode(i_lr, t).float()
+        eps_sr = self.eps_fn()(x, t).float()
+        z = x0_from_eps(x, eps_sr, t, self.abar)
+        return EncoderForward(i_lr=i_lr, x_hr=x_hr, t=t, x=x, eps_sr=eps_sr, z=z)
+
+    def encoder_losses(
+        self, fwd: EncoderForward, parts: EncoderParts, *, use_adv: bool
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of Eq. 9 with a non-zero weight: L1 and latent LPIPS on Z_SR vs X_HR^0 (Eq. 3),
+        L_adv from the LR-conditioned discriminator (Eq. 5, only when ``use_adv``), L_dm (Eq. 6–7, shared
+        noise drawn from the trainer's generator) and L_ε (Eq. 8), the last two as surrogates whose
+        gradients are the printed expressions (:mod:`methods.dmsr.losses`)."""
+        from methods.dmsr.losses import dm_grad, eps_target, g_loss, surrogate
+        from methods.dmsr.pipeline import add_noise
+
+        c = self.cfg.encoder
+        w = c.losses
+        eps_real = self.eps_fn()
+        z, x_hr, t = fwd.z, fwd.x_hr, fwd.t
+        losses: dict[str, torch.Tensor] = {}
+        if float(w.l1) > 0:
+            losses["l1"] = F.l1_loss(z, x_hr)
+        if float(w.lpips) > 0:
+            with self.autocast():
+                lp = parts.latent_lpips(z.to(self.amp_dtype), x_hr.to(self.amp_dtype))
+            losses["lpips"] = lp.float().mean()
+        if use_adv and float(w.adv) > 0:
+            parts.disc.requires_grad_(False)  # Eq. 5: only E_θ is updated
+            with self.autocast():
+                losses["adv"] = g_loss(
+                    parts.disc(z, t, self.prompt_embeds, fwd.i_lr).float(), str(c.gan_loss)
+                )
+            parts.disc.requires_grad_(True)
+        # L_dm (Eq. 6–7): shared noise, timestep t̂ (or uniform in [1, t_max])
+        if float(w.dm) > 0:
+            if str(c.dm_timestep) == "uniform":
+                t_dm = torch.randint(1, self.t_max + 1, t.shape, generator=self.gen, device=self.device)
+            else:
+                t_dm = t
+            noise = torch.randn(z.shape, generator=self.gen, device=self.device)
+            if parts.fake_unet is None:
+                g = dm_grad(eps_real, z, x_hr, t_dm, noise, self.abar)
+            else:  # DMD: ∝ s_fake − s_real = (ε_real − ε_fake)/σ at the noised Z_SR
+                with torch.no_grad():
+                    z_t = add_noise(z.detach(), noise, t_dm, self.abar)
+                    g = eps_real(z_t, t_dm).float() - self.eps_fn(parts.fake_unet)(z_t, t_dm).float()
+            losses["dm"] = surrogate(z, g)
+        # L_ε (Eq. 8): ε_SR regressed onto μ_ψ(√ᾱ X_HR + √(1−ᾱ) ε_SR, t̂) (stop-gradient)
+        if float(w.eps) > 0:
+            tgt = eps_target(eps_real, fwd.eps_sr, x_hr, t, self.abar)
+            losses["eps"] = surrogate(fwd.eps_sr, fwd.eps_sr.detach() - tgt)
+        return losses
+
+    def weighted_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 9: Σ_k w_k·L_k with the configured ``encoder.losses`` weights."""
+        w = self.cfg.encoder.losses
+        total = sum(float(w[k]) * v for k, v in losses.items())
+        if not isinstance(total, torch.Tensor):
+            raise ValueError("no loss term has a non-zero weight")
+        return total
+
+    def discriminator_loss(self, disc: torch.nn.Module, fwd: EncoderForward) -> torch.Tensor:
+        """Eq. 4: real X_HR^0 against Z_SR (detached), both conditioned on I_LR (and t, the prompt)."""
+        from methods.dmsr.losses import d_loss
+
+        with self.autocast():
+            real = disc(fwd.x_hr, fwd.t, self.prompt_embeds, fwd.i_lr).float()
+            fake = disc(fwd.z.detach(), fwd.t, self.prompt_embeds, fwd.i_lr).float()
+            return d_loss(real, fake, str(self.cfg.encoder.gan_loss))
+
+    def train_encoder(self, resume: dict[str, Any] | None) -> None:
+        from methods.dmsr.pipeline import add_noise
+
+        c = self.cfg.encoder
+        w = c.losses
+        total = int(c.iterations)
+        parts = self.encoder_parts()
+        disc, fake_unet, target_lpips = parts.disc, parts.fake_unet, parts.target_lpips
 
         enc_params = [p for p in self.encoder.parameters()]
-        opt = torch.optim.AdamW(enc_params, lr=float(c.lr), weight_decay=float(c.weight_decay))
+        opt = torch.optim.AdamW(enc_params, lr=float(c.lr), weight_decay=float(c.weight_decay))  # §4.1
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(c.lr_halve_every), gamma=0.5)
         d_params = [p for p in disc.parameters()]
-        opt_d = torch.optim.AdamW(d_params, lr=float(c.disc_lr), weight_decay=float(c.disc_weight_decay))
+        opt_d = disc_optimizer(d_params, c)
         opt_f = None
         if fake_unet is not None:
             opt_f = torch.optim.AdamW(fake_unet.parameters(), lr=float(c.fake_lr), weight_decay=0.0)
@@ -368,90 +542,46 @@ class DMSRTrainer:
         self.estimator.eval().requires_grad_(False)
         self.encoder.train().requires_grad_(True)
         disc.train()
-        eps_real = self.eps_fn()
-        scale = int(self.cfg.data.scale)
         it = start
+        seen_t: list[torch.Tensor] = []
         for batch in self.loader("encoder", start, total, int(c.batch_size)):
             hr, lr = batch["hr"].to(self.device), batch["lr"].to(self.device)
             b = hr.shape[0]
-            i_lr = upsample_lr(lr, scale)
-            with torch.no_grad():
-                x_hr = vae_encode(
-                    sd.vae, hr * 2 - 1, sample=bool(c.hr_latent_sample), generator=self.gen
-                ).float()
-                if target_lpips is None:
-                    t = discretize_timestep(self.estimator(i_lr), self.t_max)  # T frozen (stage 1)
-                else:
-                    t = discretize_timestep(lpips_timestep_target(target_lpips, i_lr, hr), self.t_max)
-
-            # forward: X = E(I_LR, t); ε_SR = μ_ψ(X, t); Z = (X − √(1−ᾱ)ε_SR)/√ᾱ  (Eq. 2)
-            with self.autocast():
-                x = self.pipe.encode(i_lr, t).float()
-            eps_sr = eps_real(x, t).float()
-            z = x0_from_eps(x, eps_sr, t, self.abar)
-
-            losses: dict[str, torch.Tensor] = {}
-            losses["l1"] = F.l1_loss(z, x_hr)
-            with self.autocast():
-                losses["lpips"] = latent_lpips(z.to(self.amp_dtype), x_hr.to(self.amp_dtype)).float().mean()
-            use_adv = it >= int(c.adv_start) and float(w.adv) > 0
-            if use_adv:
-                disc.requires_grad_(False)  # Eq. 5: only E_θ is updated
-                with self.autocast():
-                    losses["adv"] = g_loss(disc(z, t, self.prompt_embeds, i_lr).float(), str(c.gan_loss))
-                disc.requires_grad_(True)
-            # L_dm (Eq. 6–7): shared noise, timestep t̂ (or uniform in [1, t_max])
-            if float(w.dm) > 0:
-                if str(c.dm_timestep) == "uniform":
-                    t_dm = torch.randint(1, self.t_max + 1, (b,), generator=self.gen, device=self.device)
-                else:
-                    t_dm = t
-                noise = torch.randn(z.shape, generator=self.gen, device=self.device)
-                if fake_unet is None:
-                    g = dm_grad(eps_real, z, x_hr, t_dm, noise, self.abar)
-                else:  # DMD: ∝ s_fake − s_real = (ε_real − ε_fake)/σ at the noised Z_SR
-                    with torch.no_grad():
-                        z_t = add_noise(z.detach(), noise, t_dm, self.abar)
-                        g = eps_real(z_t, t_dm).float() - self.eps_fn(fake_unet)(z_t, t_dm).float()
-                losses["dm"] = surrogate(z, g)
-            # L_ε (Eq. 8): ε_SR regressed onto μ_ψ(√ᾱ X_HR + √(1−ᾱ) ε_SR, t̂) (stop-gradient)
-            if float(w.eps) > 0:
-                tgt = eps_target(eps_real, eps_sr, x_hr, t, self.abar)
-                losses["eps"] = surrogate(eps_sr, eps_sr.detach() - tgt)
-            total_loss = sum(float(w[k]) * v for k, v in losses.items() if k in w)
-            assert isinstance(total_loss, torch.Tensor)
+            fwd = self.encoder_forward(hr, lr, target_lpips)
+            seen_t.append(fwd.t.detach().float().cpu())
+            losses = self.encoder_losses(fwd, parts, use_adv=it >= int(c.adv_start))
+            total_loss = self.weighted_total(losses)
             if not torch.isfinite(total_loss):
                 raise FloatingPointError(f"non-finite loss at encoder iteration {it + 1}: {losses}")
             self._step(total_loss, opt, enc_params)
             sched.step()
 
-            # discriminator (Eq. 4): real X_HR^0 vs Z_SR, both conditioned on I_LR
             d_val = torch.zeros(())
             if float(w.adv) > 0:
-                with self.autocast():
-                    real = disc(x_hr, t, self.prompt_embeds, i_lr).float()
-                    fake = disc(z.detach(), t, self.prompt_embeds, i_lr).float()
-                    d_val = d_loss(real, fake, str(c.gan_loss))
+                d_val = self.discriminator_loss(disc, fwd)
                 self._step(d_val, opt_d, d_params)
             # fake score model (DMD variant only): denoising loss on the current Z_SR
             if fake_unet is not None and opt_f is not None:
                 for _ in range(int(c.fake_updates)):
                     t_f = torch.randint(0, self.t_max + 1, (b,), generator=self.gen, device=self.device)
-                    n_f = torch.randn(z.shape, generator=self.gen, device=self.device)
-                    z_t = add_noise(z.detach(), n_f, t_f, self.abar)
+                    n_f = torch.randn(fwd.z.shape, generator=self.gen, device=self.device)
+                    z_t = add_noise(fwd.z.detach(), n_f, t_f, self.abar)
                     pred = self.eps_fn(fake_unet)(z_t, t_f).float()
                     self._step(F.mse_loss(pred, n_f), opt_f, list(fake_unet.parameters()))
 
             it += 1
             self.state.iteration = it
             if it % int(self.cfg.log_every) == 0 or it == total:
-                vals = {k: v.detach() for k, v in losses.items()}
+                vals: dict[str, Any] = {k: v.detach() for k, v in losses.items()}
                 vals.update(
                     total=total_loss.detach(),
                     d=d_val.detach(),
-                    t_mean=t.float().mean(),
+                    t_mean=fwd.t.float().mean(),
                     lr=sched.get_last_lr()[0],
                 )
+                # the timesteps E_θ trained on since the last record (the frozen T's, or the targets)
+                vals["t_hist"] = timestep_histogram(torch.cat(seen_t), self.t_max, self._bins())
+                seen_t = []
                 self._log("encoder", it, vals)
             if it % int(self.cfg.save_every) == 0 or it == total:
                 self.save(self._encoder_resume(opt, sched, disc, opt_d, fake_unet, opt_f, it))

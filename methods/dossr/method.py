@@ -6,7 +6,8 @@ Pipeline, read top to bottom (paper §3-4, App. B; official ``scripts/inference.
 1. ``preprocess``: pad to a multiple of 16 (only if needed), I_pre = clamp(RRDBNet(LR), 0, 1), x4.
 2. ``encode``: x̂0 = 0.18215 · VAE posterior *sample* of 2 I_pre - 1; c_latent = 0.18215 · *mode* of the
    cond encoder on the same image; text context of the fixed prompt "clean, high-resolution, 8k"
-   (encoded once; no classifier-free guidance: the official cfg_scale is 1).
+   (encoded once; no classifier-free guidance by default: the official cfg_scale is 1; ``cfg_scale`` != 1
+   guides with ``negative_prompt`` as ``SpacedSampler.predict_noise`` does).
 3. ``denoise``: start at t1 - 1 = 499 from x = α x̂0 + σ ε (Alg. 1 line 1), then ``steps`` DoS-SDE
    updates of order ``order`` on the grid ``space_timesteps(t1, steps + 1)`` (N = 5: 499, 399, 299, 200,
    100 → 0); x_θ = (x_t - σ_t u)/α_t from u = UNet(x_t, t, text, LAControlNet(cat[x_t, c_latent])).
@@ -31,6 +32,7 @@ from srbench.interface import SRBenchError, SRMethod, UnsupportedSteps, WeightsI
 from srbench.registry import register_method
 
 DEFAULT_PROMPT = "clean, high-resolution, 8k"  # shift_sampler.py default positive_prompt
+DEFAULT_NEGATIVE_PROMPT = ""  # shift_sampler.py default negative_prompt
 
 
 @register_method("dossr")
@@ -41,7 +43,9 @@ class DoSSR(SRMethod):
     tokenizer, scheduler); ``ckpt`` official checkpoint path (default: ``variant``'s file in the
     srbench weights cache); ``variant`` default|onestep; ``order`` 1|2|3; ``t1`` (500); ``eta``
     code|paper (η table, see :mod:`methods.dossr.schedule`); ``x0_form`` code|paper (how u becomes
-    x_θ, see :func:`methods.dossr.solvers.predict_x0`); ``prompt``; ``color_fix`` wavelet|adain|none;
+    x_θ, see :func:`methods.dossr.solvers.predict_x0`); ``prompt``; ``negative_prompt`` and ``cfg_scale``
+    (classifier-free guidance when ``cfg_scale`` != 1: u = u_neg + s (u_pos - u_neg), the official
+    ``predict_noise``; default 1 = off); ``color_fix`` wavelet|adain|none;
     ``control_scale`` (1.0); ``posterior`` sample|mode (x̂0); ``preprocess_weights`` an RRDBNet
     ``.pth`` replacing the checkpoint's.
     """
@@ -60,6 +64,8 @@ class DoSSR(SRMethod):
         eta: str = "code",
         x0_form: str = "code",
         prompt: str = DEFAULT_PROMPT,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        cfg_scale: float = 1.0,
         color_fix: str = "wavelet",
         control_scale: float = 1.0,
         posterior: str = "sample",
@@ -75,6 +81,8 @@ class DoSSR(SRMethod):
             eta=eta,
             x0_form=x0_form,
             prompt=prompt,
+            negative_prompt=negative_prompt,
+            cfg_scale=cfg_scale,
             color_fix=color_fix,
             control_scale=control_scale,
             posterior=posterior,
@@ -102,6 +110,7 @@ class DoSSR(SRMethod):
         self.model, self.ckpt, self.variant = model, ckpt, variant
         self.order, self.t1, self.eta_variant, self.x0_form = int(order), int(t1), eta, x0_form
         self.prompt, self.color_fix = prompt, str(color_fix).lower()
+        self.negative_prompt, self.cfg_scale = negative_prompt, float(cfg_scale)
         self.control_scale, self.posterior = float(control_scale), posterior
         self.preprocess_weights = preprocess_weights
         self._info: WeightsInfo | None = None
@@ -204,6 +213,8 @@ class DoSSR(SRMethod):
         self.vae, self.cond_encoder, self.preprocess = ready(vae), ready(cond_encoder), ready(preprocess)
         prompts = PromptEmbeddingCache(sd.tokenizer, ready(text_encoder))
         prompts.encode(self.prompt, device=device, dtype=dtype)
+        if self.guided:
+            prompts.encode(self.negative_prompt, device=device, dtype=dtype)
         prompts.release_text_encoder()
         self.prompts = prompts
         self.alphas_cumprod = alphas_cumprod
@@ -230,6 +241,11 @@ class DoSSR(SRMethod):
         return self._info
 
     # ---- the call ---------------------------------------------------------------------------------
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance on (the official ``predict_noise`` runs one pass iff cfg_scale == 1)."""
+        return self.cfg_scale != 1.0
+
     def schedule(self, steps: int) -> DoSSchedule:
         """The grid and α, σ, η the sampler uses for ``steps`` (built once per step count)."""
         key = (steps, float(self.t1), str(self.eta_variant))
@@ -259,16 +275,25 @@ class DoSSR(SRMethod):
             ).float()
             c_latent = self.cond_encoder(image)
             context = self.prompts.get(self.prompt, b, device=self.device, dtype=self.dtype)
+            guided = self.guided
+            uncond = (
+                self.prompts.get(self.negative_prompt, b, device=self.device, dtype=self.dtype)
+                if guided
+                else None
+            )
         with self.stage("denoise"):
             sched = self.schedule(steps)
             solver = DoSSDESolver(sched, self.order)
 
             def model_x0(x: torch.Tensor, i: int) -> torch.Tensor:
                 t = torch.full((b,), int(sched.timesteps[i]), device=self.device, dtype=torch.long)
-                u = self.denoiser(x.to(self.dtype), t, c_latent, context).float()
+                u = self.denoiser(x.to(self.dtype), t, c_latent, context)
+                if uncond is not None:  # shift_sampler.py predict_noise: cond pass, uncond pass, mix
+                    u_neg = self.denoiser(x.to(self.dtype), t, c_latent, uncond)
+                    u = u_neg + self.cfg_scale * (u - u_neg)
                 return predict_x0(
                     x,
-                    u,
+                    u.float(),
                     alpha=float(sched.alpha[i]),
                     sigma=float(sched.sigma[i]),
                     eta=float(sched.eta[i]),
@@ -285,16 +310,17 @@ class DoSSR(SRMethod):
 
 
 def _load_configs(model: str | Path) -> tuple[dict, dict, Any]:
-    """UNet / VAE configs and the text encoder config of an SD folder or HF id (no weights read)."""
+    """UNet / VAE configs (every key, defaults filled by diffusers) and the text encoder config of an SD
+    folder or HF id (no weights read)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig
 
-    from srbench.diffusion.sd import hub_offline, missing_weights_message
+    from srbench.diffusion.sd import config_with_defaults, hub_offline, missing_weights_message
 
     try:
         kw = {"local_files_only": hub_offline()}
-        ucfg = UNet2DConditionModel.load_config(str(model), subfolder="unet", **kw)
-        vcfg = AutoencoderKL.load_config(str(model), subfolder="vae", **kw)
+        raw_u = UNet2DConditionModel.load_config(str(model), subfolder="unet", **kw)
+        raw_v = AutoencoderKL.load_config(str(model), subfolder="vae", **kw)
         tcfg = CLIPTextConfig.from_pretrained(str(model), subfolder="text_encoder", **kw)
     except OSError as exc:
         raise WeightsMissing(
@@ -302,4 +328,5 @@ def _load_configs(model: str | Path) -> tuple[dict, dict, Any]:
                 "SD 2.1-base configs", model, reason=str(exc).splitlines()[0], fetch_hint="dossr"
             )
         ) from exc
-    return dict(ucfg), dict(vcfg), tcfg
+    # the published SD 2.1-base files (diffusers 0.10) lack newer keys: complete them as diffusers does
+    return config_with_defaults(UNet2DConditionModel, raw_u), config_with_defaults(AutoencoderKL, raw_v), tcfg

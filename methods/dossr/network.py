@@ -79,14 +79,20 @@ class NoHintEmbedding(nn.Module):
 def build_lacontrolnet(unet_config: Mapping[str, Any], hint_channels: int = 4) -> nn.Module:
     """A diffusers ControlNetModel shaped like the UNet's encoder, taking ``in_channels + hint_channels``.
 
-    The config is copied from the UNet by diffusers' own ``ControlNetModel.from_unet`` (no weights);
+    ``unet_config`` may be a raw ``unet/config.json`` dict: diffusers completes it first
+    (:func:`srbench.diffusion.sd.config_with_defaults`).  The config is copied from the UNet by diffusers'
+    own ``ControlNetModel.from_unet`` (no weights);
     the pixel-hint embedding is replaced by :class:`NoHintEmbedding`, so the model's state dict has
     exactly the keys the official ``control_model.*`` converts to.
     """
-    from diffusers import ControlNetModel
+    from diffusers import ControlNetModel, UNet2DConditionModel
     from diffusers.configuration_utils import FrozenDict
 
-    cfg = FrozenDict({**dict(unet_config), "in_channels": int(unet_config["in_channels"]) + hint_channels})
+    from srbench.diffusion.sd import config_with_defaults
+
+    # from_unet reads attributes a raw hub file may lack (SD 2.1-base's has no num_attention_heads)
+    full = config_with_defaults(UNet2DConditionModel, unet_config)
+    cfg = FrozenDict({**full, "in_channels": int(full["in_channels"]) + hint_channels})
     net = ControlNetModel.from_unet(
         types.SimpleNamespace(config=cfg),  # type: ignore[arg-type]  # from_unet reads only .config here
         load_weights_from_unet=False,
@@ -112,7 +118,8 @@ class CondEncoder(nn.Module):
         from diffusers import AutoencoderKL
 
         shell = AutoencoderKL.from_config(dict(vae_config))
-        return cls(shell.encoder, shell.quant_conv, vae_config.get("scaling_factor") or 0.18215)
+        # the scale as diffusers completes it (SD 2.1-base's published vae/config.json has no scaling_factor)
+        return cls(shell.encoder, shell.quant_conv, shell.config.scaling_factor)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``scaling_factor · mode`` of the posterior of ``image`` (in [-1, 1])."""

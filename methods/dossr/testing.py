@@ -2,8 +2,9 @@
 
 :func:`save_tiny_dossr` writes what a user has for the real model, at toy sizes:
 
-* an SD-2-style diffusers folder (:func:`srbench.testing.tiny_sd.save_tiny_sd`, SD 2.1-base's
-  PNDM scheduler config): configs, tokenizer and scheduler come from it;
+* an SD-2-style diffusers folder with the config files SD 2.1-base publishes (diffusers 0.10 key sets,
+  PNDM scheduler; :func:`srbench.testing.tiny_sd.save_tiny_sd` with ``hub="sd21-base"``): configs,
+  tokenizer and scheduler come from it;
 * an official-layout DoSSR checkpoint (``{"state_dict": ..., "global_step": ...}``, ldm key names,
   see :mod:`methods.dossr.convert`) holding a LAControlNet, cond encoder and RRDBNet, and its own
   UNet / VAE / text tower, deliberately *different* from the SD folder's (the checkpoint is what the
@@ -27,20 +28,10 @@ from methods.dossr.convert import DDPM_BUFFERS, TEXT_KEY, clip_text_to_openclip,
 from methods.dossr.network import CondEncoder, build_lacontrolnet
 from methods.dossr.schedule import alphas_cumprod_from_config, eta_schedule
 from srbench.archs.rrdbnet import build_rrdbnet
+from srbench.testing.hub_configs import LAYOUTS
 
 #: SD 2.1-base's scheduler (HF stabilityai/stable-diffusion-2-1-base scheduler/scheduler_config.json)
-SD21_SCHEDULER: dict[str, Any] = {
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "trained_betas": None,
-}
+SD21_SCHEDULER: dict[str, Any] = dict(LAYOUTS["sd21-base"].scheduler)
 TINY_RRDB: dict[str, int] = {
     "num_in_ch": 3,
     "num_out_ch": 3,
@@ -143,9 +134,7 @@ def save_tiny_dossr(root: str | Path, *, seed: int = 0, lightning: bool = False)
     from srbench.testing.tiny_sd import save_tiny_sd
 
     root = Path(root)
-    sd_folder = save_tiny_sd(
-        root / "sd", seed=seed, scheduler="PNDMScheduler", scheduler_config=SD21_SCHEDULER
-    )
+    sd_folder = save_tiny_sd(root / "sd", seed=seed, hub="sd21-base")  # the files SD 2.1-base publishes
     parts = build_tiny_parts(sd_folder, seed=seed + 10)  # UNet/VAE/text differ from the SD folder's
     layers = _layers_per_block(sd_folder)
     state = to_official_checkpoint(**parts, layers_per_block=layers, extra=official_extras(parts, seed))

@@ -10,7 +10,10 @@ import torch
 
 from methods.invsr.noise_predictor import load_noise_predictor
 from methods.invsr.pipeline import (
+    LATENT_TILED_SIZE,
+    NEGATIVE_PROMPT,
     POSITIVE_PROMPT,
+    SAMPLE_TILED_SIZE,
     InvSRSampler,
     resolve_timesteps,
     supported_step_counts,
@@ -61,6 +64,12 @@ class InvSR(SRMethod):
         color_fix_reference: str = "padded",
         stochastic: bool = False,
         prompt: str = POSITIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
+        cfg_scale: float = 1.0,
+        scheduler: str | None = None,
+        tiled_vae: bool = True,
+        latent_tiled_size: int = LATENT_TILED_SIZE,
+        sample_tiled_size: int = SAMPLE_TILED_SIZE,
         dtype: str | None = None,
         official_rng_order: bool = True,
         blend_dtype: str = "float32",
@@ -89,6 +98,13 @@ class InvSR(SRMethod):
         self.color_fix_reference = color_fix_reference
         self.stochastic_sampling = bool(stochastic)
         self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.cfg_scale = float(cfg_scale)
+        self.scheduler = scheduler
+        self.tiled_vae = bool(tiled_vae)
+        self.latent_tiled_size, self.sample_tiled_size = int(latent_tiled_size), int(sample_tiled_size)
+        if self.tiled_vae and min(self.latent_tiled_size, self.sample_tiled_size) < 1:
+            raise SRBenchError("invsr: latent_tiled_size and sample_tiled_size must be positive")
         self.requested_dtype = dtype
         self.official_rng_order = official_rng_order
         self.sampler: InvSRSampler | None = None
@@ -134,9 +150,19 @@ class InvSR(SRMethod):
         # f_w keeps fp32 weights and runs under autocast on GPU, as the authors' code
         f_w = load_noise_predictor(np_file, config=self.noise_predictor_config).to(dev)
         self.sampler = InvSRSampler(
-            sd, f_w, prompt=self.prompt, stage=self.stage, official_rng_order=self.official_rng_order
+            sd,
+            f_w,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            cfg_scale=self.cfg_scale,
+            scheduler=self.scheduler,
+            tiled_vae=self.tiled_vae,
+            latent_tiled_size=self.latent_tiled_size,
+            sample_tiled_size=self.sample_tiled_size,
+            stage=self.stage,
+            official_rng_order=self.official_rng_order,
         )
-        self.sampler.prompt_embeds(1)  # encode the fixed prompt once ...
+        self.sampler.prompt_embeds(1)  # encode the fixed prompt(s) once ...
         assert self.sampler.prompts is not None
         self.sampler.prompts.release_text_encoder()  # ... and free the text encoder
         sd.text_encoder = None
@@ -152,7 +178,9 @@ class InvSR(SRMethod):
         detail = (
             f"noise predictor {self._np_file}; model dtype {str(self.model_dtype).removeprefix('torch.')}; "
             f"timesteps {self.timesteps or self.start_timestep or 'code defaults'}; "
-            f"color_fix {self.color_fix}" + ("; RANDOM test weights" if random else "")
+            f"color_fix {self.color_fix}; cfg_scale {self.cfg_scale}; "
+            f"scheduler {type(self.sampler.scheduler).__name__ if self.sampler else self.scheduler}; "
+            f"tiled_vae {self.tiled_vae}" + ("; RANDOM test weights" if random else "")
         )
         return WeightsInfo(
             id=f"{self.model} + {NOISE_PREDICTOR_FILE if not self.noise_predictor_path else self._np_file}",

@@ -80,8 +80,15 @@ class TimeAwareEncoder(nn.Module):
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
         from diffusers.models.unets.unet_2d_blocks import UNetMidBlock2D, get_down_block
 
-        if len(cfg.layers_per_block) != len(cfg.block_out_channels) != len(cfg.down_block_types):
-            raise SRBenchError("noise predictor: one layers_per_block / block type per block_out_channels")
+        lengths = {
+            "layers_per_block": len(cfg.layers_per_block),
+            "block_out_channels": len(cfg.block_out_channels),
+            "down_block_types": len(cfg.down_block_types),
+        }
+        if len(set(lengths.values())) != 1:
+            raise SRBenchError(
+                f"noise predictor: one layers_per_block / block type per block_out_channels, got {lengths}"
+            )
         ch = cfg.block_out_channels
         t_dim = max(128, ch[0])  # as the authors' TimeAwareEncoder
         self.time_proj = Timesteps(t_dim, cfg.flip_sin_to_cos, cfg.freq_shift)

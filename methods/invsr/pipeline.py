@@ -7,13 +7,19 @@ Sources: paper (§3.2, Alg. 1, Eq. 8-9, §4.1) and the authors' repository zsyOA
 ``pipeline_stable_diffusion_inversion_sr.py`` (one call) and ``scheduling_euler_discrete.py`` (step).
 
 Where the code and the paper differ we follow the code (see the module docs of ``methods.invsr``):
-the sampler is deterministic Euler (DDIM eta=0); the paper's Alg. 1 ancestral variant is the
-``stochastic=True`` option.
+the sampler is the model folder's scheduler (SD-Turbo: deterministic Euler, DDIM eta=0) driven by the
+authors' ``retrieve_timesteps``; the paper's Alg. 1 ancestral variant is the ``stochastic=True`` option.
+The sampler options of ``sampler_invsr.py`` are all here: classifier-free guidance with the code's
+negative prompt when ``cfg_scale > 1``, a scheduler class override (the yaml's ``scheduler.target``) and
+the tiled VAE (``tiled_vae``, ``latent_tiled_size``, ``sample_tiled_size``; on by default as in
+``inference_invsr.py``, active when a tile is larger than them, i.e. ``chopping_size`` > 256).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -24,7 +30,7 @@ import torch.nn.functional as F
 
 from srbench.diffusion.color import color_fix as apply_color_fix
 from srbench.diffusion.prompts import PromptEmbeddingCache
-from srbench.diffusion.schedules import alphas_cumprod_of, ancestral_step_sigmas, ve_sigmas
+from srbench.diffusion.schedules import ancestral_step_sigmas, ve_sigmas
 from srbench.diffusion.sd import SDComponents
 from srbench.diffusion.tiling import TileBox, blend_dtype_of, gaussian_weights_cv2, tiled_map
 from srbench.diffusion.vae import from_vae_range, to_vae_range, vae_decode, vae_encode
@@ -37,6 +43,15 @@ POSITIVE_PROMPT = (
     "Cinematic, high-contrast, photo-realistic, 8k, ultra HD, "
     "meticulous detailing, hyper sharpness, perfect without deformations"
 )
+#: the negative prompt used when cfg_scale > 1 (sampler_invsr.py ``_negative``; the missing space after
+#: "noisy," is the code's string concatenation, kept)
+NEGATIVE_PROMPT = (
+    "Low quality, blurring, jpeg artifacts, deformed, over-smooth, cartoon, noisy,"
+    "painting, drawing, sketch, oil painting"
+)
+#: sampler_invsr.py tiled-VAE settings (configs/sample-sd-turbo.yaml; ``--tiled_vae`` defaults to true)
+LATENT_TILED_SIZE = 128
+SAMPLE_TILED_SIZE = 1024
 #: code defaults per step count, in the paper's 1-based tau (inference_invsr.py get_configs)
 DEFAULT_TIMESTEPS: dict[int, tuple[int, ...]] = {
     1: (200,),
@@ -127,6 +142,44 @@ def supported_step_counts(
     return list(range(1, (LINSPACE_START if more_steps == "linspace" else 5) + 1))
 
 
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def _invsr_scheduler(base: Any, override: str | None) -> Any:
+    """The scheduler InvSR steps with: the model folder's class, or ``override`` (a diffusers class name,
+    sampler_invsr.py's ``scheduler.target``) built from the folder's config.  The authors'
+    ``retrieve_timesteps`` indexes ``scheduler.sigmas.flip(0)[1:]`` with tau - 1 and reads
+    ``final_sigmas_type``: only schedulers whose initial ``sigmas`` are the 1000-step VE table plus a
+    final 0 can run it (EulerDiscreteScheduler, SD-Turbo's); anything else is refused here instead of
+    indexing a table of something else."""
+    import diffusers
+
+    cls = type(base)
+    if override:
+        cls = getattr(diffusers, str(override), None)
+        if not (isinstance(cls, type) and hasattr(cls, "from_config")):
+            raise SRBenchError(f"invsr: scheduler '{override}' is not a diffusers scheduler class")
+    sched = cls.from_config(base.config)
+    sig = getattr(sched, "sigmas", None)
+    ac = getattr(sched, "alphas_cumprod", None)
+    ok = (
+        isinstance(sig, torch.Tensor)
+        and isinstance(ac, torch.Tensor)
+        and sig.numel() == ac.numel() + 1
+        and "final_sigmas_type" in sched.config
+        and float(sig[-1]) == 0.0
+        and torch.allclose(sig.flip(0)[1:].double(), ve_sigmas(ac).double(), rtol=1e-5, atol=0)
+    )
+    if not ok:
+        raise SRBenchError(
+            f"invsr: scheduler {cls.__name__} cannot run InvSR's timestep rule (the authors' "
+            "retrieve_timesteps needs the 1000-step sigma table plus a final 0 and final_sigmas_type); "
+            "use EulerDiscreteScheduler (SD-Turbo's) via method.scheduler"
+        )
+    return sched
+
+
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -142,6 +195,12 @@ class InvSRSampler:
         noise_predictor: torch.nn.Module,
         *,
         prompt: str = POSITIVE_PROMPT,
+        negative_prompt: str = NEGATIVE_PROMPT,
+        cfg_scale: float = 1.0,
+        scheduler: str | None = None,
+        tiled_vae: bool = True,
+        latent_tiled_size: int = LATENT_TILED_SIZE,
+        sample_tiled_size: int = SAMPLE_TILED_SIZE,
         stage: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
         official_rng_order: bool = True,
     ) -> None:
@@ -149,17 +208,25 @@ class InvSRSampler:
         self.sd = sd
         self.unet, self.vae = sd.unet, sd.vae
         self.noise_predictor = noise_predictor
-        self.prompt = prompt
+        self.prompt, self.negative_prompt = prompt, negative_prompt
+        self.cfg_scale = float(cfg_scale)
         self.prompts = (
             PromptEmbeddingCache(sd.tokenizer, sd.text_encoder) if sd.text_encoder is not None else None
         )
         self.stage = stage or (lambda name: contextlib.nullcontext())
         self.official_rng_order = official_rng_order
-        # sigma_t = sqrt((1-abar_t)/abar_t) over the full 1000-step table, float32; the authors cache
-        # scheduler.sigmas.flip(0)[1:] of an untouched EulerDiscreteScheduler, which is this table.
-        self.sigmas = ve_sigmas(alphas_cumprod_of(sd.scheduler))
+        self.scheduler = _invsr_scheduler(sd.scheduler, scheduler)
+        # sigma_t = sqrt((1-abar_t)/abar_t) over the full 1000-step table, float32: the authors cache
+        # scheduler.sigmas.flip(0)[1:] of the untouched scheduler (retrieve_timesteps' sigmas_cache)
+        self.sigmas = self.scheduler.sigmas.flip(0)[1:].float().clone()
         self.num_train_timesteps = int(self.sigmas.numel())
-        pred = getattr(sd.scheduler.config, "prediction_type", "epsilon")
+        if tiled_vae:  # sampler_invsr.py build_model: enable_tiling + the two tile sizes
+            self.vae.enable_tiling()
+            self.vae.tile_latent_min_size = int(latent_tiled_size)
+            self.vae.tile_sample_min_size = int(sample_tiled_size)
+        else:
+            self.vae.disable_tiling()
+        pred = getattr(self.scheduler.config, "prediction_type", "epsilon")
         if pred != "epsilon":
             raise SRBenchError(f"InvSR needs an epsilon-prediction base model; scheduler says '{pred}'")
         vae_sf = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -176,11 +243,45 @@ class InvSRSampler:
                 )
 
     # ---- prompt ----------------------------------------------------------------------------
+    @property
+    def guided(self) -> bool:
+        """Classifier-free guidance on: ``cfg_scale > 1`` and a UNet without guidance embedding (the
+        pipeline's ``do_classifier_free_guidance``)."""
+        return self.cfg_scale > 1 and getattr(self.unet.config, "time_cond_proj_dim", None) is None
+
     def prompt_embeds(self, batch: int) -> torch.Tensor:
+        """``(batch, 77, D)`` text context; with guidance ``(2·batch, 77, D)`` = [negative; positive] as the
+        pipeline concatenates them (sampler_invsr.py passes the negative prompt when cfg_scale > 1)."""
         if self.prompts is None:
             raise SRBenchError("InvSR needs the text encoder and tokenizer (or a cached prompt)")
         p = next(self.unet.parameters())  # cheaper than unet.device/.dtype (a walk over all submodules)
-        return self.prompts.get(self.prompt, batch, device=p.device, dtype=p.dtype)
+        pos = self.prompts.get(self.prompt, batch, device=p.device, dtype=p.dtype)
+        if not self.guided:
+            return pos
+        neg = self.prompts.get(self.negative_prompt, batch, device=p.device, dtype=p.dtype)
+        return torch.cat([neg, pos])
+
+    def timestep_scheduler(self, timesteps: Sequence[int], device: torch.device) -> Any:
+        """A fresh copy of the scheduler set to ``timesteps`` (paper tau, descending) as the authors'
+        ``retrieve_timesteps`` does: timesteps tau - 1 (float32), sigmas = the cached 1000-step table at
+        those indices plus the final sigma (0 for ``final_sigmas_type: zero``), step index reset."""
+        sched = copy.deepcopy(self.scheduler)
+        ts = torch.tensor([float(t) for t in timesteps], dtype=torch.float32, device=device) - 1
+        sched.timesteps = ts
+        sigmas = self.sigmas.to(device)[ts.long()]
+        kind = sched.config.final_sigmas_type
+        if kind == "sigma_min":
+            ac = sched.alphas_cumprod
+            last: Any = ((1 - ac[0]) / ac[0]) ** 0.5
+        elif kind == "zero":
+            last = 0
+        else:
+            raise SRBenchError(f"final_sigmas_type must be 'zero' or 'sigma_min', got {kind!r}")
+        last = torch.tensor([last], dtype=torch.float32).to(device=sigmas.device)
+        sched.sigmas = torch.cat([sigmas, last]).float().to("cpu")
+        sched._step_index = None
+        sched._begin_index = None
+        return sched
 
     def sigma(self, tau: int) -> float:
         """sigma at the paper's tau (index tau - 1 of the 1000-step table: the code's off-by-one)."""
@@ -206,6 +307,7 @@ class InvSRSampler:
         dev, dtype = p.device, p.dtype
         y = lr.to(dev, dtype)  # the code feeds the tile in the model dtype (fp16 on GPU)
         emb = self.prompt_embeds(n)
+        sched = self.timestep_scheduler(ts, dev)
 
         # f_w on the native-resolution LR at the start step (pipeline step 6): a posterior sample.
         # fp32 weights under autocast on GPU, as the code does.
@@ -227,31 +329,39 @@ class InvSRSampler:
                 raise SRBenchError(
                     f"noise predictor gave {tuple(noise.shape)}, VAE latent is {tuple(z.shape)}"
                 )
-            # start state, Eq. 8 in the Euler "VE" form: x = z + sigma * f_w, which is
-            # x / sqrt(1 + sigma^2) = sqrt(abar) z + sqrt(1 - abar) f_w
-            x = z + torch.tensor(self.sigma(ts[0]), dtype=z.dtype, device=dev) * noise
+            # start state, Eq. 8, by the scheduler's add_noise (Euler: x = z + sigma f_w, i.e.
+            # x / sqrt(1 + sigma^2) = sqrt(abar) z + sqrt(1 - abar) f_w)
+            x = sched.add_noise(z, noise, sched.timesteps[:1].repeat(n)).to(dtype)
 
         with self.stage("denoise"):
-            sig = [self.sigma(t) for t in ts] + [0.0]  # final sigma "zero"
-            for i, tau in enumerate(ts):
-                s, s_next = sig[i], sig[i + 1]
-                t = torch.tensor(float(tau - 1), device=dev)
-                x_in = x / ((s**2 + 1) ** 0.5)  # scale_model_input
+            guided = self.guided
+            step_kwargs = {"generator": generator} if _accepts(sched.step, "generator") else {}
+            draws_unused = self.official_rng_order and type(sched).__name__ == "EulerDiscreteScheduler"
+            for i, t in enumerate(sched.timesteps):
+                x_in = torch.cat([x, x]) if guided else x
+                if stochastic:  # diffusers' scale_model_input expression, float32 sigma
+                    x_in = x_in / ((sched.sigmas[i] ** 2 + 1) ** 0.5)
+                else:
+                    x_in = sched.scale_model_input(x_in, t)
                 eps = self.unet(x_in, t, encoder_hidden_states=emb).sample
-                xf = x.float()
+                if guided:  # pipeline step 8: uncond + w (text - uncond)
+                    e_neg, e_pos = eps.chunk(2)
+                    eps = e_neg + self.cfg_scale * (e_pos - e_neg)
                 if stochastic:
                     # paper Alg. 1: DDPM-style step with fresh noise (Euler ancestral, eta = 1)
+                    s, s_next = float(sched.sigmas[i]), float(sched.sigmas[i + 1])
                     down, up = ancestral_step_sigmas(s, s_next)
-                    xf = xf + (down - s) * eps.float()
+                    xf = x.float() + (down - s) * eps.float()
                     if up > 0:
                         xf = xf + up * _randn(x, generator).float()
+                    x = xf.to(dtype)
                 else:
-                    # the code: deterministic Euler (s_churn 0), computed in fp32 as the scheduler does
-                    x0 = xf - s * eps.float()
-                    xf = xf + (xf - x0) / s * (s_next - s)
-                    if self.official_rng_order:
-                        _randn(x, generator)  # the code's scheduler draws one unused randn per step
-                x = xf.to(dtype)
+                    # the code: the scheduler's step (SD-Turbo: deterministic Euler, s_churn 0, in fp32)
+                    x = sched.step(eps, t, x, return_dict=False, **step_kwargs)[0].to(dtype)
+                    if draws_unused:
+                        # the authors' EulerDiscreteScheduler.step draws its noise unconditionally
+                        # (their scheduling_euler_discrete.py step; diffusers >= 0.27 only when s_churn > 0)
+                        _randn(eps, generator)
 
         with self.stage("decode"):
             img = from_vae_range(vae_decode(self.vae, x), clamp=True)
@@ -373,6 +483,7 @@ def warn_untrained_start(timesteps: Sequence[int]) -> None:
 
 __all__ = [
     "DEFAULT_TIMESTEPS",
+    "NEGATIVE_PROMPT",
     "POSITIVE_PROMPT",
     "TRAINED_START_STEPS",
     "InvSRSampler",

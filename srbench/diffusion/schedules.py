@@ -34,12 +34,6 @@ def ve_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return ((1.0 - ac) / ac) ** 0.5
 
 
-def snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """``abar / (1 - abar)`` per training timestep."""
-    ac = alphas_cumprod.to(torch.float64)
-    return ac / (1.0 - ac)
-
-
 def ancestral_step_sigmas(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
     """``(sigma_down, sigma_up)`` of an ancestral (DDPM-like) Euler step from ``sigma_from`` to
     ``sigma_to`` (k-diffusion / diffusers EulerAncestral): with eta = 1 this is the DDPM posterior

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,18 @@ def _resolve_file(
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download(str(model), filename, local_files_only=local_files_only, revision=revision))
+
+
+def config_with_defaults(model_cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers model config as diffusers completes it: ``model_cls.from_config(config).config``, built
+    on the meta device (no weights, ~0.1 s for SD's UNet).  Hub files written by old diffusers lack every
+    key added since (SD 2.1-base's unet/config.json, diffusers 0.10, has no ``num_attention_heads``,
+    ``class_embed_type``, ``mid_block_type`` ...); code that reads a raw dict must go through this."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        model = model_cls.from_config(dict(config))
+    return dict(model.config)
 
 
 def _load_tokenizer(model: str | Path, subfolder: str, local_files_only: bool, revision: str | None) -> Any:

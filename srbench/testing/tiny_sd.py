@@ -1,12 +1,14 @@
 """A tiny random Stable-Diffusion-2-style model, saved as a real diffusers folder.
 
 :func:`save_tiny_sd` writes ``model_index.json`` plus ``unet/ vae/ text_encoder/ tokenizer/ scheduler/``
-in the layout of ``stabilityai/sd-turbo`` (safetensors weights, a CLIP BPE tokenizer as
-``vocab.json`` + ``merges.txt`` with ``model_max_length`` 77, an ``EulerDiscreteScheduler`` config with
-SD-Turbo's values), and the random-weights marker.  The geometry is the real one: the VAE has 4
-latent channels and downsamples 8x, the UNet has 4 levels (latent sides divisible by 8), the text
-encoder gives ``(B, 77, D)``; only the widths are tiny.  Load it back with
-:func:`srbench.diffusion.sd.load_sd_components` exactly as a user loads the real model.
+as a hub repository publishes them (``hub="sd-turbo"``: ``stabilityai/sd-turbo``; ``hub="sd21-base"``:
+``stabilityai/stable-diffusion-2-1-base``): safetensors weights, a CLIP BPE tokenizer as ``vocab.json`` +
+``merges.txt`` with ``model_max_length`` 77, the repository's scheduler class and values, and every
+``config.json`` / ``tokenizer_config.json`` with exactly the keys the published file has
+(:mod:`srbench.testing.hub_configs`), not the ones today's diffusers writes; plus the random-weights
+marker.  The geometry is the real one: the VAE has 4 latent channels and downsamples 8x, the UNet has 4
+levels (latent sides divisible by 8), the text encoder gives ``(B, 77, D)``; only the widths are tiny.
+Load it back with :func:`srbench.diffusion.sd.load_sd_components` exactly as a user loads the real model.
 
 Sizes (default): UNet 0.11 M params, VAE 0.07 M, text encoder 0.04 M; about 1 MB on disk.
 """
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from srbench.testing import mark_random_weights
+from srbench.testing.hub_configs import LAYOUTS, HubLayout, published_layout, tokenizer_files
 
 #: the real SD 2.x / SD-Turbo ``text_encoder/config.json`` sizes (OpenCLIP ViT-H/14 text tower, 340 M
 #: params), for full-size random stand-ins (shape checks, timings)
@@ -35,19 +38,14 @@ SD2_TEXT_ENCODER_SIZES: dict[str, Any] = {
     "projection_dim": 1024,
 }
 
-#: SD-Turbo's scheduler config (HF stabilityai/sd-turbo scheduler/scheduler_config.json)
-SD_TURBO_SCHEDULER: dict[str, Any] = {
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "steps_offset": 1,
-    "timestep_spacing": "trailing",
-    "timestep_type": "discrete",
-    "use_karras_sigmas": False,
+#: SD-Turbo's scheduler config (HF stabilityai/sd-turbo scheduler/scheduler_config.json, every key)
+SD_TURBO_SCHEDULER: dict[str, Any] = dict(LAYOUTS["sd-turbo"].scheduler)
+
+#: token ids of the hub's SD 2 text_encoder/config.json files (OpenAI CLIP's defaults)
+PUBLISHED_TEXT_IDS: dict[str, int] = {
+    k: LAYOUTS["sd-turbo"].text_meta[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")
 }
+
 
 TINY_UNET: dict[str, Any] = {
     "sample_size": 16,
@@ -119,30 +117,21 @@ def tiny_clip_vocab() -> tuple[dict[str, int], list[str]]:
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
-def write_tiny_tokenizer(folder: str | Path) -> Path:
-    """Write ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``."""
+def write_tiny_tokenizer(folder: str | Path, *, hub: str = "sd-turbo") -> Path:
+    """Write ``vocab.json``, ``merges.txt``, ``tokenizer_config.json``, ``special_tokens_map.json``, the
+    last two in the layout ``hub`` publishes (:func:`srbench.testing.hub_configs.tokenizer_files`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = tiny_clip_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    special = {
-        "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>",
-        "pad_token": "!",
-        "unk_token": "<|endoftext|>",
-    }
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    config = {
-        **special,
-        "add_prefix_space": False,
-        "do_lower_case": True,
-        "errors": "replace",
-        "model_max_length": 77,
-        "tokenizer_class": "CLIPTokenizer",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    for name, content in tokenizer_files(published_layout(hub), vocab).items():
+        _write_json(folder / name, content)
     return folder
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def build_tiny_sd(
@@ -165,15 +154,9 @@ def build_tiny_sd(
         torch.manual_seed(seed)
         u = UNet2DConditionModel(**ucfg)
         v = AutoencoderKL(**{**TINY_VAE, **(vae or {})})
-        te = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(vocab),
-                bos_token_id=vocab["<|startoftext|>"],
-                eos_token_id=vocab["<|endoftext|>"],
-                pad_token_id=vocab["!"],
-                **tcfg,
-            )
-        )
+        # the token ids the published text_encoder/config.json files carry (0, 2, 1), whatever the
+        # tokenizer says: transformers then pools with its legacy argmax rule, as for the real models
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), **PUBLISHED_TEXT_IDS, **tcfg))
     return {"unet": u.eval(), "vae": v.eval(), "text_encoder": te.eval()}
 
 
@@ -193,21 +176,24 @@ def save_tiny_sd(
     path: str | Path,
     *,
     seed: int = 0,
-    scheduler: str = "EulerDiscreteScheduler",
+    scheduler: str | None = None,
     scheduler_config: Mapping[str, Any] | None = None,
     unet: Mapping[str, Any] | None = None,
     vae: Mapping[str, Any] | None = None,
     text: Mapping[str, Any] | None = None,
+    hub: str = "sd-turbo",
 ) -> Path:
     """Write a tiny random SD-2-style diffusers folder at ``path`` and return ``path``.
 
-    ``scheduler``: a diffusers scheduler class name, configured with SD-Turbo's scheduler values
-    updated by ``scheduler_config`` (e.g. ``scheduler="DDPMScheduler", scheduler_config={"clip_sample":
-    False}`` for a StableSR-style model).  ``unet`` / ``vae`` / ``text`` override the tiny configs.
+    ``hub``: whose files to mirror, "sd-turbo" (``stabilityai/sd-turbo``) or "sd21-base"
+    (``stabilityai/stable-diffusion-2-1-base``): each config file gets exactly that repository's key set
+    (see :mod:`srbench.testing.hub_configs`).  ``scheduler``: a diffusers scheduler class name (default:
+    the repository's), configured with the repository's scheduler values updated by
+    ``scheduler_config``.  ``unet`` / ``vae`` / ``text`` override the tiny configs; an override the
+    published key set cannot express (a key the file lacks, set to a non-default value) is an error.
     The folder gets the random-weights marker (:mod:`srbench.testing`).
     """
-    import diffusers
-
+    layout = published_layout(hub)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     parts = build_tiny_sd(seed=seed, unet=unet, vae=vae, text=text)
@@ -215,22 +201,73 @@ def save_tiny_sd(
     parts["vae"].save_pretrained(path / "vae", safe_serialization=True)
     parts["text_encoder"].save_pretrained(path / "text_encoder", safe_serialization=True)
     _legacy_text_encoder_keys(path / "text_encoder" / "model.safetensors")
-    write_tiny_tokenizer(path / "tokenizer")
-    sched_cls = getattr(diffusers, scheduler)
-    sched = sched_cls.from_config({**SD_TURBO_SCHEDULER, **(scheduler_config or {})})
-    sched.save_pretrained(path / "scheduler")
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", scheduler],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    mark_random_weights(path, builder="srbench.testing.tiny_sd.save_tiny_sd", seed=seed, scheduler=scheduler)
+    _publish_model_config(path / "unet", layout, layout.unet_keys, "unet")
+    _publish_model_config(path / "vae", layout, layout.vae_keys, "vae")
+    _publish_text_config(path / "text_encoder", layout)
+    write_tiny_tokenizer(path / "tokenizer", hub=hub)
+    sched_name = scheduler or layout.scheduler_class
+    (path / "scheduler").mkdir(exist_ok=True)
+    _write_json(
+        path / "scheduler" / "scheduler_config.json",
+        {
+            "_class_name": sched_name,
+            "_diffusers_version": layout.diffusers_version,
+            **layout.scheduler,
+            **dict(scheduler_config or {}),
+        },
+    )
+    index = {**layout.model_index, "scheduler": ["diffusers", sched_name]}
+    _write_json(path / "model_index.json", index)
+    mark_random_weights(
+        path, builder="srbench.testing.tiny_sd.save_tiny_sd", seed=seed, scheduler=sched_name, hub=hub
+    )
     return path
+
+
+def _published(full: Mapping[str, Any], layout: HubLayout, keys: tuple[str, ...], part: str) -> dict:
+    out: dict[str, Any] = {"_class_name": full["_class_name"], "_diffusers_version": layout.diffusers_version}
+    if part in layout.name_or_path:
+        out["_name_or_path"] = layout.name_or_path[part]
+    out.update({k: full[k] for k in keys if k in full})
+    return out
+
+
+def _publish_model_config(folder: Path, layout: HubLayout, keys: tuple[str, ...], part: str) -> None:
+    """Rewrite ``folder/config.json`` (as diffusers saved it) with the published key set, after checking
+    that diffusers rebuilds the same configuration from the shorter file (defaults fill the rest)."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    file = folder / "config.json"
+    full = json.loads(file.read_text())
+    out = _published(full, layout, keys, part)
+    with init_empty_weights():
+        rebuilt = getattr(diffusers, full["_class_name"]).from_config(out)
+    again = json.loads(json.dumps(dict(rebuilt.config), default=list))
+    lost = sorted(k for k in full if not k.startswith("_") and again.get(k) != full[k])
+    if lost:
+        raise ValueError(
+            f"{layout.repo} {part}/config.json has no key for {lost}: the tiny config sets them to "
+            f"non-default values the published file cannot express"
+        )
+    _write_json(file, out)
+
+
+def _publish_text_config(folder: Path, layout: HubLayout) -> None:
+    """Rewrite ``text_encoder/config.json`` with the published keys (transformers 5 writes others)."""
+    from transformers import CLIPTextConfig
+
+    file = folder / "config.json"
+    full = json.loads(file.read_text())
+    have = CLIPTextConfig.from_pretrained(folder)
+    fixed = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **layout.text_meta}
+    fixed["_name_or_path"] = layout.name_or_path.get("text_encoder", "")
+    # transformers 5 keeps some fields out of to_dict(); the published files have CLIP's defaults there
+    defaults = {"dropout": 0.0, "attention_dropout": 0.0, "initializer_factor": 1.0}
+    out = {k: fixed[k] if k in fixed else getattr(have, k, defaults.get(k)) for k in layout.text_keys}
+    rebuilt = CLIPTextConfig(**{k: v for k, v in out.items() if not k.startswith("_")})
+    sizes = ("hidden_size", "num_hidden_layers", "vocab_size")
+    lost = sorted(k for k in sizes if getattr(rebuilt, k) != full[k])
+    if lost:
+        raise ValueError(f"{layout.repo} text_encoder/config.json would change {lost}")
+    _write_json(file, out)
