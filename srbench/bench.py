@@ -12,7 +12,11 @@ Memory per call: on CUDA the allocator's peak (``max_memory_allocated``) above w
 the call; on CPU the process's peak resident set above the resident set before the call (glibc's
 ``malloc_trim`` first returns freed heap pages, then ``/proc/self/clear_refs`` resets the peak: Linux).
 ``--size`` may be given several times to get memory and latency against image size.  ``--tiny`` runs
-the method on tiny random weights (speed plumbing only: the result is labelled ``weights: random``).
+the method on tiny random weights (speed plumbing only: the result is labelled ``weights: random``);
+``--random-full-size`` on the released architectures at full size with random weights
+(:mod:`srbench.testing.full_size`: written once in the released formats under ``<cache>/full_size`` and
+loaded by the method's own ``load()``), so latency and peak memory are the real models' and nothing is
+downloaded; every record and printout says ``random`` (the outputs are noise, never results).
 """
 
 from __future__ import annotations
@@ -156,6 +160,9 @@ class BenchSettings:
     lr_tile: int | None = None
     lr_tile_overlap: int = 32
     tiny: bool = False
+    random_full_size: bool = False
+    full_size_root: str | None = None
+    keep_freed_memory: bool = False
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -180,6 +187,17 @@ def _built(settings: BenchSettings) -> Iterator[SRMethod]:
     opts = dict(settings.options)
     if settings.lr_tile:
         opts.update(lr_tile=settings.lr_tile, lr_tile_overlap=settings.lr_tile_overlap)
+    if settings.tiny and settings.random_full_size:
+        raise SRBenchError("--tiny and --random-full-size exclude each other")
+    if settings.random_full_size:
+        from srbench.testing.full_size import METHODS, build_full_size
+
+        if settings.method not in METHODS:
+            raise SRBenchError(
+                f"--random-full-size builds {list(METHODS)}; '{settings.method}' has real weights or none"
+            )
+        yield build_full_size(settings.method, settings.full_size_root, settings.seed, **opts)
+        return
     if not settings.tiny:
         yield create_method(settings.method, **opts)
         return
@@ -199,6 +217,10 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
         raise SRBenchError("need warmup >= 0, repeats >= 1 and batch >= 1")
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    if settings.keep_freed_memory:  # a process setting (glibc): speed.keep_freed_memory of runs
+        from srbench.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     records = []
@@ -217,7 +239,7 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
         )
         info = method.weights_info()
         timer = StageTimer(device)
-        probe = MemoryProbe(device)
+        probe = MemoryProbe(device, trim=not settings.keep_freed_memory)  # as runs do
         gen_device = device if device.type == "cuda" else torch.device("cpu")
         for size in settings.sizes:
             lr = bench_image(size, settings.batch).to(device)
@@ -280,6 +302,8 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
                     "lr_tile_overlap": settings.lr_tile_overlap if settings.lr_tile else None,
                     "options": settings.options,
                     "tiny": settings.tiny,
+                    "random_full_size": settings.random_full_size,
+                    "keep_freed_memory": settings.keep_freed_memory,
                     "timer": "cuda_events" if device.type == "cuda" else "perf_counter",
                     "warmup": settings.warmup,
                     "repeats": settings.repeats,
@@ -339,6 +363,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-tile", type=int, default=None, help="generic LR tiling (px); bounded memory")
     p.add_argument("--lr-tile-overlap", type=int, default=32)
     p.add_argument("--tiny", action="store_true", help="tiny random weights (plumbing speed only)")
+    p.add_argument(
+        "--random-full-size",
+        action="store_true",
+        help="the released architectures at full size with RANDOM weights (written once to the cache; "
+        "real latency and memory, meaningless outputs)",
+    )
+    p.add_argument("--full-size-root", default=None, help="where --random-full-size writes (default: cache)")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory for reuse (fewer page faults on CPU; the process keeps its peak)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--option", "-o", action="append", default=[], help="method option KEY=VALUE (YAML value)")
     p.add_argument("--json", type=Path, default=None, help="append the records to this JSON-lines file")
@@ -365,7 +401,12 @@ def format_records(records: list[dict[str, Any]]) -> str:
         f"device: {r0['device_name']}; timer: {r0['timer']}; memory: {r0['mem_kind']}; "
         f"weights: {r0['weights']['label']} ({r0['weights']['id']})"
     )
-    if not r0["weights"]["real"]:
+    if r0.get("random_full_size"):
+        lines.append(
+            "RANDOM weights at the released full size: latency and memory of the real architecture; "
+            "the outputs are noise, not results."
+        )
+    elif not r0["weights"]["real"]:
         lines.append("RANDOM weights: these are speed numbers of the plumbing, not of the published model.")
     return "\n".join(lines)
 
@@ -389,6 +430,9 @@ def bench_cli(argv: list[str]) -> int:
         lr_tile=args.lr_tile,
         lr_tile_overlap=args.lr_tile_overlap,
         tiny=args.tiny,
+        random_full_size=args.random_full_size,
+        full_size_root=args.full_size_root,
+        keep_freed_memory=args.keep_freed_memory,
         seed=args.seed,
         options=dict(_parse_option(o) for o in args.option),
     )

@@ -64,6 +64,21 @@ def test_bench_tiny_diffusion_labels_random_and_times_stages() -> None:
     assert r["sr_size"] == [1, 3, 128, 128]
 
 
+def test_bench_keep_freed_memory_is_applied_and_not_undone_by_the_memory_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from srbench import allocator, timing
+
+    applied: list[int] = []
+    trims: list[int] = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: applied.append(1) or True)
+    monkeypatch.setattr(timing, "malloc_trim", lambda: trims.append(1))
+    (r,) = run_bench(BenchSettings("bicubic", sizes=[16], warmup=0, repeats=2, keep_freed_memory=True))
+    assert applied == [1] and trims == [] and r["keep_freed_memory"] is True
+    run_bench(BenchSettings("bicubic", sizes=[16], warmup=0, repeats=2))
+    assert len(trims) == 2  # by default freed pages go back before each timed call, as in runs
+
+
 def test_method_modules_finds_the_networks(tiny_invsr) -> None:
     mods = method_modules(tiny_invsr)
     names = {type(m).__name__ for m in mods.values()}

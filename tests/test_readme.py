@@ -86,6 +86,11 @@ CHECKED_OTHERWISE: dict[str, tuple[str, str]] = {
     "srbench bench invsr --dtype bf16 --attention sdpa --channels-last --compile --json "
     "results/bench/bench.jsonl": ("gpu", "bf16 needs CUDA: on CPU it is refused in one line"),
     "srbench bench dossr --size 128 --size 256 --size 512": ("offline", WEIGHTS),
+    "srbench bench dossr --random-full-size --steps 5": (
+        "help",
+        "writes the released sizes with random weights (GBs) and runs them; tests/test_full_size.py builds "
+        "them at test widths through the same code",
+    ),
     "srbench data fetch realsr_crop128": ("help", "downloads the data set (network)"),
     "srbench data fetch realsr --force": ("help", "downloads the data set again (network)"),
     "srbench leaderbord": ("typo", "the README's example of a typo"),

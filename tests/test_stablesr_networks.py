@@ -168,6 +168,36 @@ def test_sft_hooks_only_live_during_the_call() -> None:
     assert torch.equal(plain, plain_again)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sft_convs_get_the_features_in_their_weights_memory_format(channels_last: bool) -> None:
+    # diffusers' attention hands the encoder's features over channels-last: a conv whose weight is in the
+    # other format reorders its weight on every call, so the features are converted once per UNet call
+    sft_unet, enc = tiny_sft_unet()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    other = torch.contiguous_format if channels_last else torch.channels_last
+    sft_unet.to(memory_format=fmt)
+    assert sft_unet.memory_format() == fmt
+    x, ctx, t = torch.randn(1, 4, 16, 16), torch.randn(1, 8, 32), torch.tensor([321])
+    with torch.no_grad():
+        feats = {k: v.contiguous(memory_format=other) for k, v in enc(torch.randn(1, 4, 16, 16), t).items()}
+    seen: list[torch.Tensor] = []
+    hooks = [
+        layer.mlp_shared[0].register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+        for layer in sft_unet.sft.values()
+    ]
+    try:
+        with torch.no_grad():
+            out = sft_unet(x, t, ctx, feats)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(sft_unet.sft)
+    assert all(a.is_contiguous(memory_format=fmt) for a in seen)
+    with torch.no_grad():  # the same numbers as features given in the weights' format
+        same = sft_unet(x, t, ctx, {k: v.contiguous(memory_format=fmt) for k, v in feats.items()})
+    torch.testing.assert_close(out, same, atol=1e-5, rtol=1e-5)
+
+
 def test_sft_missing_width_is_a_clear_error() -> None:
     sft_unet, enc = tiny_sft_unet()
     feats = enc(torch.randn(1, 4, 16, 16), torch.tensor([1]))

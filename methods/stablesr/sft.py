@@ -81,9 +81,20 @@ class SFTUNet(nn.Module):
     def targets(self) -> list[str]:
         return list(self._targets)
 
+    def memory_format(self) -> torch.memory_format:
+        """The memory format of the SFT convs' weights (channels_last after ``.to(memory_format=...)``)."""
+        w = next(iter(self.sft.values())).mlp_shared[0].weight
+        cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        return torch.channels_last if cl else torch.contiguous_format
+
     @contextlib.contextmanager
     def attached(self, features: dict[str, torch.Tensor]) -> Iterator[None]:
         """Within the block, every ResBlock's ``conv2`` output is SFT-modulated by ``features``."""
+        # The encoder's features leave diffusers' attention with channels-last strides; fed so to convs with
+        # contiguous weights, oneDNN reorders each SFT conv's weight on every call (66 per UNet call at SD
+        # size, the profile's copies in this file).  One reorder of the 4 features per call instead.
+        fmt = self.memory_format()
+        features = {k: v.contiguous(memory_format=fmt) for k, v in features.items()}
         handles = []
 
         def make_hook(layer: SFTLayer, path: str) -> Callable[..., torch.Tensor]:
