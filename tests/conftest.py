@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="srbench-tests-"))
@@ -35,6 +36,16 @@ torch.set_num_threads(1)
 ARTIFACTS = Path(
     os.environ.get("SRBENCH_TEST_ARTIFACTS", Path(__file__).parent.parent / "results" / "test-artifacts")
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Every test starts on one thread, whatever an earlier test left: tiny models gain nothing from a
+    second thread, and on a shared 2-core box two OpenMP threads run ~10x slower whenever a core is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

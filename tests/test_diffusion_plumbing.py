@@ -21,16 +21,6 @@ from srbench.interface import SRBenchError, WeightsMissing
 from srbench.testing import RANDOM_WEIGHTS_MARKER, install_in_hf_cache, is_random_weights, mark_random_weights
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box two OpenMP threads
-    run ~10x slower than one whenever a core is taken by something else."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from srbench.testing.tiny_sd import save_tiny_sd

@@ -38,14 +38,6 @@ from srbench.data.demo import load_photo
 TERMS = ("l1", "lpips", "adv", "dm", "eps")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from srbench.testing.tiny_sd import save_tiny_sd

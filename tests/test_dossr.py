@@ -41,14 +41,6 @@ from srbench.testing.tiny_sd import SD2_TEXT_ENCODER_SIZES
 from srbench.timing import StageTimer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyDoSSR:
     return save_tiny_dossr(tmp_path_factory.mktemp("dossr"), seed=0)

@@ -12,14 +12,6 @@ from methods.dossr.testing import TinyDoSSR, save_tiny_dossr
 from srbench import create_method
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyDoSSR:
     return save_tiny_dossr(tmp_path_factory.mktemp("dossr-cfg"), seed=0)

@@ -14,15 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from srbench.data.demo import centre_crop, load_photo
 from srbench.external import protocol_region
 from srbench.interface import SRBenchError
 from srbench.leaderboard import build_board, collect
 from srbench.protocol import Protocol
 from srbench.runner import _METHODS, cell_dir, run_cell
 from srbench.score import compose, score_cli
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "camera")
+from tests.paired_photos import PHOTOS, write_photo_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +29,7 @@ def _fresh_methods() -> None:
 
 
 def _data(root: Path, size: int = 64) -> Path:
-    for sub in ("LR", "HR"):
-        (root / sub).mkdir(parents=True)
-    for name in PHOTOS:
-        hr = Image.fromarray(centre_crop(load_photo(name), size))
-        hr.save(root / "HR" / f"{name}.png")
-        hr.resize((size // 4, size // 4), Image.BICUBIC).save(root / "LR" / f"{name}.png")
-    return root
+    return write_photo_pairs(root, size)
 
 
 def _bicubic_sr(lr_dir: Path, out: Path, names: list[str], suffix: str = "") -> Path:

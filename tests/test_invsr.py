@@ -33,16 +33,6 @@ class NotATensor:  # pickled into a checkpoint by a test: weights_only loading m
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core box two OpenMP threads
-    run ~10x slower than one whenever a core is taken by something else."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TILE = 16  # LR chopping size used in the tests (a multiple of 16, like the real 128)
 
 

@@ -21,14 +21,6 @@ from srbench.interface import SRBenchError
 TILE = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from srbench.testing.tiny_sd import save_tiny_sd

@@ -11,13 +11,11 @@ import pytest
 from PIL import Image
 
 from srbench.claim import CellRefused
-from srbench.data.demo import centre_crop, load_photo
 from srbench.records import PerImageLog
 from srbench.rescore import rescore_cli
 from srbench.runner import _METHODS, cell_dir, run_cell
 from srbench.score import compose
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "camera")
+from tests.paired_photos import write_photo_pairs
 
 
 @pytest.fixture(autouse=True)
@@ -26,13 +24,7 @@ def _fresh_methods() -> None:
 
 
 def _data(root: Path, size: int = 96) -> Path:
-    for sub in ("LR", "HR"):
-        (root / sub).mkdir(parents=True)
-    for name in PHOTOS:
-        hr = Image.fromarray(centre_crop(load_photo(name), size))
-        hr.save(root / "HR" / f"{name}.png")
-        hr.resize((size // 4, size // 4), Image.BICUBIC).save(root / "LR" / f"{name}.png")
-    return root
+    return write_photo_pairs(root, size)
 
 
 def _cfg(tmp: Path, runs: Path, metrics: str, *extra: str):
