@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -262,13 +263,17 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
             totals: list[float] = []
             stages: dict[str, list[float]] = {}
             peaks: list[float] = []
+            cpu: list[float] = []  # process CPU time per call: steadier than wall time on a shared machine
             held = 0.0
             out_shape: tuple[int, ...] = ()
+            load_before = os.getloadavg()[0]
             for i in range(settings.repeats):
                 timer.reset()
                 probe.start()
+                c0 = time.process_time()
                 with timer.stage("total"):
                     out = call(settings.warmup + i)
+                cpu.append(time.process_time() - c0)
                 times = timer.finish()
                 peak, held = probe.stop()
                 if peak is not None:
@@ -310,6 +315,8 @@ def run_bench(settings: BenchSettings) -> list[dict[str, Any]]:
                     "load_s": load_s,
                     "warmup_s": first,
                     "latency_s": lat,
+                    "cpu_s": _summary(cpu),
+                    "load_avg_1min": [load_before, os.getloadavg()[0]],
                     "stages_median_s": {k: statistics.median(v) for k, v in stages.items()},
                     "images_per_s": settings.batch / lat["median"],
                     "peak_mem_mb": max(peaks) if peaks else None,
@@ -384,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 def format_records(records: list[dict[str, Any]]) -> str:
     head = (
         f"{'method':<11}{'steps':>6}{'LR':>6}{'SR':>6}{'dtype':>6}{'attn':>8}{'cl':>4}{'comp':>5}"
-        f"{'median ms':>11}{'p90 ms':>9}{'img/s':>8}{'peak MiB':>10}  stages (median ms)"
+        f"{'median ms':>11}{'p90 ms':>9}{'CPU ms':>9}{'img/s':>8}{'peak MiB':>10}  stages (median ms)"
     )
     lines = [head]
     for r in records:
@@ -394,12 +401,13 @@ def format_records(records: list[dict[str, Any]]) -> str:
             f"{r['method']:<11}{r['steps']:>6}{r['lr_size'][-1]:>6}{r['sr_size'][-1]:>6}{r['dtype']:>6}"
             f"{r['attention']:>8}{'y' if r['channels_last'] else 'n':>4}{'y' if r['compile'] else 'n':>5}"
             f"{r['latency_s']['median'] * 1e3:>11.1f}{r['latency_s']['p90'] * 1e3:>9.1f}"
-            f"{r['images_per_s']:>8.2f}{peak:>10}  {stages}"
+            f"{r['cpu_s']['median'] * 1e3:>9.1f}{r['images_per_s']:>8.2f}{peak:>10}  {stages}"
         )
     r0 = records[0]
     lines.append(
         f"device: {r0['device_name']}; timer: {r0['timer']}; memory: {r0['mem_kind']}; "
-        f"weights: {r0['weights']['label']} ({r0['weights']['id']})"
+        f"weights: {r0['weights']['label']} ({r0['weights']['id']}); "
+        f"load average {r0['load_avg_1min'][0]:.1f} -> {r0['load_avg_1min'][1]:.1f}"
     )
     if r0.get("random_full_size"):
         lines.append(

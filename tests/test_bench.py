@@ -13,6 +13,7 @@ from srbench.bench import (
     BenchSettings,
     bench_cli,
     compile_denoisers,
+    format_records,
     method_modules,
     run_bench,
     set_attention,
@@ -54,6 +55,18 @@ def test_bench_cli_records_settings_per_size(tmp_path: Path, capsys: pytest.Capt
         assert r["settings"]["sizes"] == [16, 24]
     text = capsys.readouterr().out
     assert "bicubic" in text and "perf_counter" in text
+
+
+def test_bench_records_process_cpu_time_apart_from_wall_time(capsys: pytest.CaptureFixture[str]) -> None:
+    import tests.sweep_plugins  # noqa: F401  (registers slow_nearest: it sleeps 0.2 s per call)
+
+    (r,) = run_bench(BenchSettings("slow_nearest", sizes=[8], warmup=0, repeats=2, options={"delay": 0.2}))
+    assert r["latency_s"]["min"] >= 0.2  # the sleep is wall time ...
+    assert 0 <= r["cpu_s"]["max"] < 0.1  # ... but no CPU time
+    assert len(r["load_avg_1min"]) == 2 and all(x >= 0 for x in r["load_avg_1min"])
+    print(format_records([r]))
+    out = capsys.readouterr().out
+    assert "CPU ms" in out and "load average" in out
 
 
 def test_bench_tiny_diffusion_labels_random_and_times_stages() -> None:
