@@ -128,6 +128,8 @@ def _parse(s: Any) -> tuple[dict[str, Any], dict[str, bool]]:
     row["options"] = json.dumps(options, sort_keys=True, default=str) if options else ""
     settings = _get(s, "protocol_settings", dict, False)
     row["protocol_settings"] = json.dumps(settings, sort_keys=True, default=str) if settings else ""
+    # every method was x4 before the scale was recorded (issue 20 added StableSR's `upscale`)
+    row["scale"] = _get(s, "scale", int, False) or 4
     fp = _get(s, "dataset_fingerprint", dict, False) or {}
     row["fingerprint"] = fp.get("sha256") if isinstance(fp.get("sha256"), str) else ""
     row["n_set"] = fp.get("n_images") if isinstance(fp.get("n_images"), int) else None
@@ -237,22 +239,22 @@ def _settings_diff(a: str, b: str) -> str:
 
 
 def _tables(done: list[dict[str, Any]]) -> tuple[list[str], dict[str, Table]]:
-    """The table of each finished cell: one per (dataset, protocol, fingerprint, protocol settings)."""
-    families: dict[tuple[str, str], dict[tuple[str, str], list[int]]] = {}
+    """The table of each finished cell: one per (dataset, protocol, fingerprint, protocol settings, scale)."""
+    families: dict[tuple[str, str], dict[tuple[str, str, int], list[int]]] = {}
     for i, r in enumerate(done):
         fam = families.setdefault((str(r["dataset"]), str(r["protocol"])), {})
-        fam.setdefault((r["fingerprint"], r["protocol_settings"]), []).append(i)
+        fam.setdefault((r["fingerprint"], r["protocol_settings"], int(r.get("scale") or 4)), []).append(i)
     tables: dict[str, Table] = {}
     assign = [""] * len(done)
     for (dataset, protocol), parts in sorted(families.items()):
         main = min(parts, key=lambda k: (-len(parts[k]), k))
-        main_fp, main_settings = main
+        main_fp, main_settings, main_scale = main
         n_main = next((done[i]["n_set"] for i in parts[main]), None)
-        for (fp, settings), members in sorted(parts.items()):
+        for (fp, settings, scale), members in sorted(parts.items()):
             title = f"{dataset} — protocol `{protocol}`"
             tid = f"{dataset}/{protocol}"
             why: list[str] = []
-            if (fp, settings) != main:
+            if (fp, settings, scale) != main:
                 quals = []
                 if fp != main_fp:
                     quals.append(f"images {fp[:8] or 'unrecorded'}")
@@ -270,6 +272,9 @@ def _tables(done: list[dict[str, Any]]) -> tuple[list[str], dict[str, Table]]:
                 if settings != main_settings:
                     quals.append(f"settings {_short_hash(settings)}")
                     why.append(f"protocol settings differ ({_settings_diff(settings, main_settings)})")
+                if scale != main_scale:
+                    quals.append(f"x{scale}")
+                    why.append(f"another scale: x{scale} vs x{main_scale}")
                 title += " — " + ", ".join(quals)
                 tid += "/" + "/".join(quals).replace(" ", "-")
             plot = f"{dataset}__{protocol}" + ("" if not why else "__" + _short_hash(tid))

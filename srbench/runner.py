@@ -619,6 +619,7 @@ def _base_summary(
         "has_hr": dataset.has_hr,
         "protocol": protocol.name,
         "protocol_settings": protocol.as_dict(),
+        "scale": method.scale if method is not None else None,  # x2 and x4 cells never share a table
         "warmup": plain.get("warmup", 1),
         "weights": None
         if weights is None

@@ -33,6 +33,7 @@ def _summary(
     fingerprint: str = "f" * 64,
     settings: dict[str, Any] | None = None,
     psnr_images: list[float] | None = None,
+    scale: int | None = None,
 ) -> Path:
     """A cell as the runner writes it: summary.json and per_image.csv (8 images unless given)."""
     psnr_images = psnr_images or [psnr + o for o in OFFSETS]
@@ -60,6 +61,8 @@ def _summary(
         "latency_s": {"total": {"median": 0.25, "p90": 0.3}},
         "environment": {"device_name": "CPU", "dtype": "fp32"},
     }
+    if scale is not None:
+        s["scale"] = scale
     if status != "done":
         s["reason" if status == "skipped" else "error"] = f"{method} {status} (test)"
     (d / "summary.json").write_text(json.dumps(s))
@@ -172,6 +175,19 @@ def test_tables_split_on_image_set_and_protocol_settings_and_say_why(tmp_path: P
     (title,) = [ln for ln in md.splitlines() if ln.startswith("## demo — protocol `full` — settings")]
     settings = _section(md, title[3:])
     assert "| invsr" in settings and "protocol settings differ (crop_border 4 vs 0)" in settings
+
+
+def test_cells_of_another_scale_get_their_own_table(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _summary(root, "realesrgan", 1, "demo", "full", 24.0, 4.0)  # no scale recorded: x4, as before issue 20
+    _summary(root, "bicubic", 1, "demo", "full", 23.0, 7.0, scale=4)
+    _summary(root, "stablesr", 1, "demo", "full", 30.0, 3.0, scale=2)  # method.upscale=2 on the same LR
+    _, _, md = write_leaderboard([root], tmp_path / "lb")
+    md = _squeeze(md)
+    main = _section(md, "demo — protocol `full`")
+    assert "| realesrgan" in main and "| bicubic" in main and "stablesr" not in main
+    x2 = _section(md, "demo — protocol `full` — x2")
+    assert "| stablesr" in x2 and "another scale: x2 vs x4" in x2
 
 
 def test_bold_only_where_the_best_is_significantly_better(tmp_path: Path) -> None:

@@ -143,6 +143,7 @@ def test_runs_record_their_protocol_and_the_leaderboard_keeps_protocols_apart(tm
     assert loose.status == "done" and s["n_ok"] == 3
     assert s["protocol"] == "invsr_paper" and s["protocol_settings"]["hr_mismatch"] == "crop"
     assert s["protocol_settings"]["reference"].startswith("InvSR")
+    assert s["scale"] == 4  # the method's SR scale: the leaderboard never ranks x2 with x4
     # a second protocol on the same data: its own table, never ranked with the first
     rgb = run_cell(
         _cfg(_pairs(tmp_path / "d2", 0), "rgb"), tmp_path / "runs" / "toy" / "rgb" / "bicubic" / "steps1"
