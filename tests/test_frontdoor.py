@@ -227,3 +227,8 @@ def test_extraction_shows_a_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytes
     assert len(safe_extract(tmp_path / "a.zip", tmp_path / "z")) == 3
     assert len(safe_extract(tmp_path / "a.tar.gz", tmp_path / "t")) == 3
     assert "extract a.zip" in terminal.text and "extract a.tar.gz" in terminal.text and "3/3" in terminal.text
+    quiet = _Terminal()  # `data fetch --no-progress` reaches the extraction bar too
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert len(safe_extract(tmp_path / "a.zip", tmp_path / "z2", progress=False)) == 3
+    assert len(safe_extract(tmp_path / "a.tar.gz", tmp_path / "t2", progress=False)) == 3
+    assert "extract" not in quiet.text

@@ -323,10 +323,11 @@ class _NoFollowWriter:
     link leads).  Files and folders get the modes the user's umask gives (0666 / 0777 masked).
     """
 
-    def __init__(self, root: Path, archive: Path, limits: ExtractLimits) -> None:
+    def __init__(self, root: Path, archive: Path, limits: ExtractLimits, progress: bool = True) -> None:
         self.root = Path(os.path.realpath(root))
         self.archive = archive
         self.limits = limits
+        self.progress = progress  # the members bar (a terminal only; off with --no-progress / --quiet)
         self.archive_bytes = archive.stat().st_size
         self.total = 0
         self.count = 0
@@ -435,6 +436,7 @@ def safe_extract(
     strip_to: str | None = None,
     include: Sequence[str] = (),
     limits: ExtractLimits | None = None,
+    progress: bool = True,
 ) -> list[Path]:
     """Extract a zip or tar (any compression) into ``target`` (absent or empty); returns the files written.
 
@@ -454,7 +456,7 @@ def safe_extract(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        writer = _NoFollowWriter(work, archive, limits or ExtractLimits())
+        writer = _NoFollowWriter(work, archive, limits or ExtractLimits(), progress)
         mapper = _mapper(strip_to, include)
         if archive_format(archive) == "zip":
             _extract_zip(archive, writer, mapper)
@@ -477,11 +479,17 @@ def _check_declared(writer: _NoFollowWriter, sizes: Sequence[tuple[str, int]]) -
         writer.limits.check(writer.archive, name, total, i, writer.archive_bytes)
 
 
-def _members_bar(members: list[Any], archive: Path) -> Any:
+def _members_bar(members: list[Any], writer: _NoFollowWriter) -> Any:
     """The members to extract, with a progress bar on a terminal (srbench.progress)."""
     from srbench.progress import progress
 
-    return progress(members, total=len(members), desc=f"extract {archive.name}", unit="file")
+    return progress(
+        members,
+        total=len(members),
+        desc=f"extract {writer.archive.name}",
+        unit="file",
+        disable_if=not writer.progress,
+    )
 
 
 def _extract_tar(
@@ -507,7 +515,7 @@ def _extract_tar(
                 renamed[m.name] = new
         chosen = [m for m in members if m.name in renamed]
         _check_declared(writer, [(m.name, m.size) for m in chosen if m.isreg()])
-        for m in _members_bar(chosen, archive):
+        for m in _members_bar(chosen, writer):
             parts = renamed[m.name].parts
             if m.isdir():
                 writer.mkdir(parts, m.name)
@@ -562,7 +570,7 @@ def _extract_zip(
         _check_declared(
             writer, [(i.filename, i.file_size) for i, _, lk in plan if lk is None and not i.is_dir()]
         )
-        for info, rel, link in _members_bar(plan, archive):
+        for info, rel, link in _members_bar(plan, writer):
             if info.is_dir():
                 writer.mkdir(rel.parts, info.filename)
             elif link is not None:
@@ -668,12 +676,20 @@ def _install_files(
 
 
 def _extract_download(
-    archive: Path, staging: Path, s: Source, limits: ExtractLimits | None, *, downloaded: bool
+    archive: Path,
+    staging: Path,
+    s: Source,
+    limits: ExtractLimits | None,
+    *,
+    downloaded: bool,
+    progress: bool = True,
 ) -> None:
     """Extract; an unreadable archive that no checksum vouched for is deleted from the download cache
     (a cut-off transfer the server could not show), so the next fetch downloads it again."""
     try:
-        safe_extract(archive, staging, strip_to=s.strip_to, include=s.include, limits=limits)
+        safe_extract(
+            archive, staging, strip_to=s.strip_to, include=s.include, limits=limits, progress=progress
+        )
     except UnsafeArchiveError:
         raise
     except (FetchError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
@@ -761,7 +777,7 @@ def fetch_dataset(
                         archive.name,
                         digest,
                     )
-                _extract_download(archive, staging, s, limits, downloaded=src_path is None)
+                _extract_download(archive, staging, s, limits, downloaded=src_path is None, progress=progress)
             record = {
                 "manifest": m.name,
                 "variant": v.name,
