@@ -64,6 +64,11 @@ GROUPS: dict[str, Group] = {
         ("tests/test_dmsr_pipeline.py", "tests/test_stablesr_sampler.py", "tests/test_mutation_kills.py"),
         "DM-SR's one-/multi-step pipeline (Eq. 1-2, §4.4), StableSR's DDPM sampler",
     ),
+    "stablesr_sampler": Group(
+        ("methods/stablesr/sampler.py",),
+        ("tests/test_stablesr_sampler.py", "tests/test_stablesr_sampler_kills.py"),
+        "StableSR's sampler alone: respacing, DDPM/DDIM steps, guidance, tile fusion, initial latent",
+    ),
     "color": Group(
         ("srbench/diffusion/color.py",),
         ("tests/test_diffusion_plumbing.py", "tests/test_mutation_kills.py"),
