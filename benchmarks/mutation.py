@@ -86,6 +86,7 @@ GROUPS: dict[str, Group] = {
             "tests/test_dmsr_training_behaviour.py",
             "tests/test_dmsr_networks.py",
             "tests/test_mutation_kills.py",
+            "tests/test_dmsr_losses_kills.py",
         ),
         "DM-SR losses (Eq. 4-8, surrogate gradients, LPIPS target) and the t̂ estimator (Eq. 10)",
     ),
