@@ -487,8 +487,14 @@ def test_latent_lpips_file_variants(tmp_path) -> None:  # type: ignore[no-untype
     assert loaded.net.slice1[0].in_channels == 3  # the input width comes from the file
     assert torch.equal(loaded.lin2.model[1].weight, three.lin2.model[1].weight)
     torch.save({**state, "net.slice9.0.weight": torch.zeros(1)}, tmp_path / "extra.pth")
-    with pytest.raises(SRBenchError, match="not InvSR's latent LPIPS layout"):
+    refused = r"not InvSR's latent LPIPS layout: unexpected net\.slice9\.0\.weight"
+    with pytest.raises(SRBenchError, match=refused):
         LatentLPIPS.from_file(tmp_path / "extra.pth", width_div=16)  # strict: an unknown layer is refused
+    torch.save({k: v for k, v in state.items() if k != "lin2.model.1.weight"}, tmp_path / "short.pth")
+    with pytest.raises(SRBenchError, match=r"missing lin2\.model\.1\.weight \(1\)"):
+        LatentLPIPS.from_file(tmp_path / "short.pth", width_div=16)  # the error names what is missing
+    with pytest.raises(SRBenchError, match=r"other shape net\.slice1\.0\.weight"):
+        LatentLPIPS.from_file(tmp_path / "wrapped.pth", width_div=8)  # widths of another network
     torch.save({**state, "meta": _NotATensor()}, tmp_path / "pickled.pth")
     with pytest.raises(WeightsFileRefused, match="refused: the file holds more than tensors"):
         LatentLPIPS.from_file(tmp_path / "pickled.pth", width_div=16)  # never unpickles arbitrary objects

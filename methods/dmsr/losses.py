@@ -121,10 +121,17 @@ class LatentLPIPS(nn.Module):
                 clean[k] = v
         in_chans = clean["net.slice1.0.weight"].shape[1] if "net.slice1.0.weight" in clean else 4
         model = cls(in_chans=in_chans, width_div=width_div)
-        try:
-            model.load_state_dict(clean, strict=True)
-        except RuntimeError as exc:
-            raise SRBenchError(f"{p}: not InvSR's latent LPIPS layout: {str(exc).splitlines()[0]}") from exc
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(clean)), sorted(set(clean) - set(expected))
+        resized = [k for k in clean if k in expected and clean[k].shape != expected[k].shape]
+        if missing or unexpected or resized:
+            problems = [
+                f"{what} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", resized))
+                if keys
+            ]
+            raise SRBenchError(f"{p}: not InvSR's latent LPIPS layout: {'; '.join(problems)}")
+        model.load_state_dict(clean, strict=True)
         return model
 
 
