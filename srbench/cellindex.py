@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS summaries (run_dir TEXT PRIMARY KEY, stat TEXT NOT NU
 CREATE TABLE IF NOT EXISTS scores (run_dir TEXT PRIMARY KEY, stat TEXT NOT NULL, ids TEXT NOT NULL,
                                    metrics TEXT NOT NULL, vals BLOB NOT NULL);
 """
-_VERSION = 2  # bump when what is stored changes: older entries are then ignored
+_VERSION = 3  # bump when what is stored changes: older entries are then ignored
 _CHUNK = 500  # SQLite's parameter limit is 999 (older builds)
 
 

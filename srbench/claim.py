@@ -17,6 +17,7 @@ from typing import Any
 from srbench.fingerprint import FINGERPRINT_FILE, Changes, Fingerprint, compare, read_fingerprint
 from srbench.identity import CellIdentity, differences, from_legacy
 from srbench.interface import SRBenchError
+from srbench.protocol import current_settings
 from srbench.records import CONFIG, PER_IMAGE_CSV, PER_IMAGE_LOG, SUMMARY, PerImageLog, write_json
 from srbench.scoring import float_scores_refusal, missing_images, stored_sets
 
@@ -49,7 +50,12 @@ def read_cell(run_dir: Path) -> dict[str, Any] | None:
         ) from None
     if not isinstance(stored, dict):
         raise CellRefused(f"{path}: not a cell record; pass overwrite=true to start this cell again")
-    return stored if "format" in stored else from_legacy(stored)
+    if "format" not in stored:
+        return from_legacy(stored)
+    outputs = stored.get("outputs")
+    if isinstance(outputs, dict) and isinstance(outputs.get("protocol"), dict):
+        outputs["protocol"] = current_settings(outputs["protocol"])
+    return stored
 
 
 def check_claim(run_dir: Path, ident: CellIdentity) -> dict[str, Any] | None:

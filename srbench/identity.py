@@ -31,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from srbench.interface import SRBenchError
+from srbench.protocol import current_settings
 
 FORMAT = 2  # cell.json layout (1: the flat identity of srbench before fingerprints)
 UNSET = "<unset>"
@@ -82,7 +83,7 @@ def outputs_identity(plain: Mapping[str, Any]) -> dict[str, Any]:
         "seed": int(plain["seed"]),
         "dtype": str(plain.get("dtype") or "auto"),
         "dataset": plain["dataset"],
-        "protocol": plain["protocol"],
+        "protocol": current_settings(plain["protocol"]),
     }
 
 
@@ -248,7 +249,7 @@ def from_legacy(stored: Mapping[str, Any]) -> dict[str, Any]:
             "seed": stored.get("seed"),
             "dtype": str(stored.get("dtype") or "auto"),
             "dataset": stored.get("dataset"),
-            "protocol": stored.get("protocol"),
+            "protocol": current_settings(stored.get("protocol") or {}),
         },
         "scoring": {"metrics": sorted({str(m) for m in metrics.get("names", [])})},
     }

@@ -40,6 +40,7 @@ from tabulate import tabulate
 from srbench.cellindex import CellIndex, Scores, opened
 from srbench.metrics import PAPER_ORDER, metric_specs, paper_order, set_level
 from srbench.names import name_problem
+from srbench.protocol import current_settings
 from srbench.records import PER_IMAGE_CSV, SUMMARY, atomic_write_text
 from srbench.stats import ALPHA, holm, seed_sd, t_interval, wilcoxon_rows
 
@@ -127,6 +128,7 @@ def _parse(s: Any) -> tuple[dict[str, Any], dict[str, bool]]:
     options = _get(s, "options", dict, False) or {}
     row["options"] = json.dumps(options, sort_keys=True, default=str) if options else ""
     settings = _get(s, "protocol_settings", dict, False)
+    settings = current_settings(settings) if settings else settings  # quantize True = round
     row["protocol_settings"] = json.dumps(settings, sort_keys=True, default=str) if settings else ""
     # every method was x4 before the scale was recorded (issue 20 added StableSR's `upscale`)
     row["scale"] = _get(s, "scale", int, False) or 4

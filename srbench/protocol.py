@@ -37,6 +37,15 @@ def quantize_8bit(img: torch.Tensor, mode: str = "round") -> torch.Tensor:
     raise SRBenchError(f"quantize must be one of {QUANTIZE}, got {mode!r}")
 
 
+def current_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Protocol settings as recorded today: the boolean ``quantize`` of records written before the modes
+    existed reads as the mode it meant (True: round, False: none), so those cells still match."""
+    out = dict(settings)
+    if isinstance(out.get("quantize"), bool):
+        out["quantize"] = "round" if out["quantize"] else "none"
+    return out
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str = "full"

@@ -161,6 +161,35 @@ def test_runs_record_their_protocol_and_the_leaderboard_keeps_protocols_apart(tm
     assert "| 1 | failed | every image failed (3); first: " in line
 
 
+def test_cells_recorded_with_the_boolean_quantize_still_match_today_s_mode(tmp_path: Path) -> None:
+    """Cells finished before quantize had modes recorded ``quantize: true`` (= round): a rerun finds them
+    finished instead of refusing them, and the leaderboard ranks them with today's round cells."""
+    import methods.bicubic  # noqa: F401  (registers "bicubic")
+    from srbench.leaderboard import collect
+    from srbench.runner import run_cell
+
+    data = _pairs(tmp_path / "data", hr_extra=0)
+    runs = tmp_path / "runs"
+    old = run_cell(_cfg(data, "full"), runs / "toy" / "full" / "bicubic" / "steps1")
+    assert old.status == "done"
+    for name, key in (("cell.json", ("outputs", "protocol")), ("summary.json", ("protocol_settings",))):
+        path = old.run_dir / name
+        record = json.loads(path.read_text())
+        node = record
+        for k in key:
+            node = node[k]
+        assert node["quantize"] == "round"
+        node["quantize"] = True  # as written before the modes existed
+        path.write_text(json.dumps(record))
+    assert run_cell(_cfg(data, "full"), old.run_dir).status == "already_done"
+    cfg = _cfg(data, "full")
+    cfg["run_name"] = "bicubic-new"
+    assert run_cell(cfg, runs / "toy" / "full" / "bicubic-new" / "steps1").status == "done"
+    df, _ = collect([runs])
+    done = df[df["status"] == "done"]
+    assert len(done) == 2 and done["protocol_settings"].nunique() == 1  # one table
+
+
 @pytest.mark.parametrize(
     "dataset,protocol",
     [("realsr_crop128", "stablesr_paper"), ("realset80", "dmsr_paper"), ("imagenet_test", "invsr_paper")],
