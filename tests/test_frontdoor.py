@@ -16,6 +16,7 @@ import pytest
 import srbench
 from srbench import cli, progress
 from srbench.cli import COMMANDS, main
+from tests.fake_terminal import FakeTerminal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,27 +118,10 @@ def test_quiet_flag(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
 
 
 # ---- progress ----------------------------------------------------------------------------------
-class _Terminal:
-    """A stand-in stderr that says it is a terminal and keeps what is written."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def isatty(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        self.text += s
-        return len(s)
-
-    def flush(self) -> None:
-        pass
-
-
 def test_progress_only_on_a_terminal_and_not_quiet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
     items = list(range(30))
-    monkeypatch.setattr(sys, "stderr", _Terminal())
+    monkeypatch.setattr(sys, "stderr", FakeTerminal())
     assert progress.progress_enabled()
     steps = progress.sampler_steps(items, len(items), "stablesr ddpm")
     assert steps is not items and list(steps) == items
@@ -222,12 +206,12 @@ def test_extraction_shows_a_bar_on_a_terminal(tmp_path: Path, monkeypatch: pytes
     with tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tf:
         tf.add(tmp_path / "src", arcname="src")
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
-    terminal = _Terminal()
+    terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert len(safe_extract(tmp_path / "a.zip", tmp_path / "z")) == 3
     assert len(safe_extract(tmp_path / "a.tar.gz", tmp_path / "t")) == 3
     assert "extract a.zip" in terminal.text and "extract a.tar.gz" in terminal.text and "3/3" in terminal.text
-    quiet = _Terminal()  # `data fetch --no-progress` reaches the extraction bar too
+    quiet = FakeTerminal()  # `data fetch --no-progress` reaches the extraction bar too
     monkeypatch.setattr(sys, "stderr", quiet)
     assert len(safe_extract(tmp_path / "a.zip", tmp_path / "z2", progress=False)) == 3
     assert len(safe_extract(tmp_path / "a.tar.gz", tmp_path / "t2", progress=False)) == 3

@@ -20,6 +20,7 @@ from srbench.cli import main
 from srbench.leaderboard import METRIC_ORDER, write_leaderboard
 from srbench.metrics import metric_specs
 from srbench.timing import MemoryProbe
+from tests.fake_terminal import FakeTerminal
 
 
 def _data(root: Path, n: int = 2, lr_only: bool = False) -> Path:
@@ -146,28 +147,13 @@ def test_library_chatter_is_off() -> None:
 
 
 # ---- progress -------------------------------------------------------------------------------------------
-class _Terminal:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def isatty(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        self.text += s
-        return len(s)
-
-    def flush(self) -> None:
-        pass
-
-
 def test_images_of_a_cell_show_a_bar_on_a_terminal_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = _data(tmp_path / "data", n=3)
     cfg = _cfg(data)
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
-    terminal = _Terminal()
+    terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     runner.run_cell(cfg, tmp_path / "a")
     assert "bicubic steps=1" in terminal.text and "/3 [" in terminal.text and "img" in terminal.text
@@ -184,7 +170,7 @@ def test_a_sweep_shows_a_bar_over_its_cells(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
     data = _data(tmp_path / "data", n=1)
-    terminal = _Terminal()
+    terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     rc, out = _srbench(
         ["-m", "method=bicubic", "seed=0,1,2", *_common(tmp_path, data, "metrics=fast")], capfd
@@ -328,7 +314,7 @@ def test_long_samplers_show_their_steps(name: str, desc: str, monkeypatch: pytes
 
     method = srbench.load(name, tiny=True, device="cpu")
     monkeypatch.delenv(progress.QUIET_ENV, raising=False)
-    terminal = _Terminal()
+    terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     lr = torch.rand(1, 3, 16, 16)
     method.upscale(lr, steps=progress.MIN_SAMPLER_STEPS, generator=torch.Generator().manual_seed(0))
