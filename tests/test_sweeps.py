@@ -7,57 +7,17 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from srbench.records import PerImageLog
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _data(root: Path, n: int) -> Path:
-    for sub in ("LR", "HR"):
-        (root / sub).mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        hr = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-        Image.fromarray(hr).save(root / "HR" / f"im{i}.png")
-        Image.fromarray(np.ascontiguousarray(hr[::4, ::4])).save(root / "LR" / f"im{i}.png")
-    return root
-
-
-def _cmd(tmp: Path, *over: str) -> list[str]:
-    data = tmp / "data"
-    return [
-        sys.executable,
-        "-m",
-        "srbench.cli",
-        "-m",
-        "plugins=[tests.sweep_plugins]",
-        f"out_dir={tmp / 'runs'}",
-        "method=bicubic",
-        "dataset=paired",
-        "dataset.name=toy",
-        f"dataset.lr_dir={data / 'LR'}",
-        f"dataset.hr_dir={data / 'HR'}",
-        "metrics.names=[psnr]",
-        "warmup=0",
-        "save_images=false",
-        *over,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=300)
+from tests.sweep_cli import REPO
+from tests.sweep_cli import run_srbench as _run
+from tests.sweep_cli import srbench_env as _env
+from tests.sweep_cli import sweep_command as _cmd
+from tests.sweep_cli import toy_pairs as _data
 
 
 def test_sweep_goes_on_past_skipped_and_failed_cells_and_reuses_the_model(tmp_path: Path) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,48 +16,11 @@ import pytest
 from PIL import Image
 
 from srbench.records import PerImageLog
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _data(root: Path, n: int, size: int = 16) -> Path:
-    for sub in ("LR", "HR"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        hr = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
-        Image.fromarray(hr).save(root / "HR" / f"im{i}.png")
-        Image.fromarray(np.ascontiguousarray(hr[::4, ::4])).save(root / "LR" / f"im{i}.png")
-    return root
-
-
-def _cmd(tmp: Path, *over: str, multirun: bool = True) -> list[str]:
-    data = tmp / "data"
-    return [
-        sys.executable,
-        "-m",
-        "srbench.cli",
-        *(["-m"] if multirun else []),
-        "plugins=[tests.sweep_plugins]",
-        f"out_dir={tmp / 'runs'}",
-        "method=bicubic",
-        "dataset=paired",
-        "dataset.name=toy",
-        f"dataset.lr_dir={data / 'LR'}",
-        f"dataset.hr_dir={data / 'HR'}",
-        "metrics.names=[psnr]",
-        "warmup=0",
-        "save_images=false",
-        *over,
-    ]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env(), timeout=300)
+from tests.sweep_cli import REPO
+from tests.sweep_cli import run_srbench as _run
+from tests.sweep_cli import srbench_env as _env
+from tests.sweep_cli import sweep_command as _cmd
+from tests.sweep_cli import toy_pairs as _data
 
 
 def _cells(runs: Path) -> list[Path]:
