@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from srbench.testing.run_config import run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
@@ -74,23 +76,12 @@ def main() -> int:
         t0 = time.perf_counter()
         dataset = make_data(tmp_path / "data", lr_w, lr_h, args.paired)
         print(f"made the data in {time.perf_counter() - t0:.0f} s", flush=True)
-        cfg = {
-            "method": {"name": "bicubic"},
-            "steps": 1,
-            "dataset": dataset,
-            "protocol": {"name": "full", "crop_border": 0, "y_channel": True, "quantize": True},
-            "metrics": {"names": args.metrics.split(","), "on_missing": "skip"},
-            "seed": 0,
-            "device": "cpu",
-            "dtype": "fp32",
-            "warmup": 0,
-            "save_images": True,
-            "overwrite": False,
-            "run_name": None,
-            "lr_tile": args.lr_tile or None,
-            "lr_tile_overlap": 32,
-            "wandb": {"enabled": False},
-        }
+        cfg = run_config(
+            dataset,
+            metric_names=args.metrics.split(","),
+            lr_tile=args.lr_tile or None,
+            lr_tile_overlap=32,
+        )
         env = {**os.environ, "PYTHONPATH": str(args.srbench.resolve()), "OMP_WAIT_POLICY": "PASSIVE"}
         env.setdefault("SRBENCH_DATA", str(tmp_path / "cache"))
         res = subprocess.run(

@@ -25,6 +25,7 @@ from srbench.diffusion.tiling import TileAccumulator, gaussian_weights_cv2, tile
 from srbench.metrics import MetricSuite
 from srbench.registry import create_method
 from srbench.runner import _METHODS, run_cell
+from srbench.testing.run_config import run_config
 
 
 class LargestFloatStorage(TorchDispatchMode):
@@ -196,23 +197,8 @@ def test_large_images_get_exact_tiled_psnr_ssim_and_nan_with_reason_elsewhere(
 
 
 def _cfg(data: Path, **over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "method": {"name": "bicubic"},
-        "steps": 1,
-        "dataset": {"name": "big", "kind": "lr_only", "lr_dir": str(data)},
-        "protocol": {"name": "full", "crop_border": 0, "y_channel": True, "quantize": True},
-        "metrics": {"names": ["psnr", "niqe"], "on_missing": "skip"},
-        "seed": 0,
-        "device": "cpu",
-        "dtype": "fp32",
-        "warmup": 1,
-        "save_images": True,
-        "overwrite": False,
-        "run_name": None,
-        "wandb": {"enabled": False},
-    }
-    cfg.update(over)
-    return cfg
+    lr_only = {"name": "big", "kind": "lr_only", "lr_dir": str(data)}
+    return run_config(lr_only, metric_names=("psnr", "niqe"), **{"warmup": 1, **over})
 
 
 def test_a_bomb_in_a_dataset_is_a_per_image_error_and_the_run_goes_on(tmp_path: Path) -> None:

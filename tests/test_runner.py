@@ -18,6 +18,7 @@ from srbench import registry as reg
 from srbench.interface import SRBenchError, WeightsInfo
 from srbench.records import PER_IMAGE_LOG, PerImageLog
 from srbench.runner import _METHODS, image_seed, run_cell
+from srbench.testing.run_config import run_config
 
 
 class Counting(SRMethod):
@@ -62,23 +63,8 @@ def _dataset(root: Path, n: int = 5) -> Path:
 
 
 def _cfg(data: Path, method: str = "counting", **over: Any) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "method": {"name": method},
-        "steps": 1,
-        "dataset": {"name": "toy", "kind": "paired", "lr_dir": str(data / "LR"), "hr_dir": str(data / "HR")},
-        "protocol": {"name": "full", "crop_border": 0, "y_channel": True, "quantize": True},
-        "metrics": {"names": ["psnr", "ssim"], "on_missing": "skip"},
-        "seed": 0,
-        "device": "cpu",
-        "dtype": "fp32",
-        "warmup": 0,
-        "save_images": True,
-        "overwrite": False,
-        "run_name": None,
-        "wandb": {"enabled": False},
-    }
-    cfg.update(over)
-    return cfg
+    paired = {"name": "toy", "kind": "paired", "lr_dir": str(data / "LR"), "hr_dir": str(data / "HR")}
+    return run_config(paired, method=method, metric_names=("psnr", "ssim"), **over)
 
 
 def test_cell_writes_records(tmp_path: Path) -> None:
